@@ -1,0 +1,106 @@
+# mailcell top-level build: C programs in bin/, the Go dev database, tests.
+# `make` builds, `make check` builds and runs every test, `make run` starts a
+# development server on the embedded dev database. See README.md.
+
+PREFIX  ?= /usr/local
+DESTDIR ?=
+CC      ?= cc
+SAN     ?=
+
+PKGS     := openssl libmongoc-1.0 libbson-1.0 libsystemd libxcrypt
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+
+ifeq ($(SAN),1)
+BUILD   := build/san
+SANFLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+else
+BUILD   := build/rel
+SANFLAGS :=
+endif
+
+CFLAGS  ?= -O2 -g
+WARN    := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wformat=2
+ALL_CFLAGS  := -std=c11 -D_GNU_SOURCE $(WARN) $(CFLAGS) $(SANFLAGS) -Icommon $(PKG_CFLAGS)
+ALL_LDFLAGS := $(LDFLAGS) $(SANFLAGS) -Wl,--as-needed
+
+COMMON_SRC := $(wildcard common/*.c)
+COMMON_OBJ := $(COMMON_SRC:%.c=$(BUILD)/%.o)
+LIBCOMMON  := $(BUILD)/libmailcell.a
+
+ADMIN_SRC  := $(wildcard admin/*.c)
+ADMIN_OBJ  := $(ADMIN_SRC:%.c=$(BUILD)/%.o)
+
+UNIT_SRC   := $(wildcard tests/unit/test_*.c)
+UNIT_BIN   := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
+
+GO_SRC     := $(wildcard devdb/*.go) devdb/go.mod devdb/go.sum
+
+ifeq ($(SAN),1)
+PROGRAMS := $(BUILD)/bin/mailcell
+else
+PROGRAMS := bin/mailcell
+endif
+
+.PHONY: all deps check unit e2e run stop clean install uninstall devdb
+.SUFFIXES:
+
+all: $(PROGRAMS) bin/mailcell-devdb $(UNIT_BIN)
+
+# Install missing Debian packages (no-op when everything is there).
+deps:
+	@scripts/install-deps.sh
+
+$(BUILD)/%.o: %.c $(wildcard common/*.h)
+	@mkdir -p $(@D)
+	$(CC) $(ALL_CFLAGS) -c -o $@ $<
+
+$(LIBCOMMON): $(COMMON_OBJ)
+	@mkdir -p $(@D)
+	rm -f $@
+	ar rcs $@ $^
+
+bin/mailcell: $(ADMIN_OBJ) $(LIBCOMMON)
+	@mkdir -p $(@D)
+	$(CC) $(ALL_LDFLAGS) -o $@ $(ADMIN_OBJ) $(LIBCOMMON) $(PKG_LIBS)
+
+$(BUILD)/bin/mailcell: $(ADMIN_OBJ) $(LIBCOMMON)
+	@mkdir -p $(@D)
+	$(CC) $(ALL_LDFLAGS) -o $@ $(ADMIN_OBJ) $(LIBCOMMON) $(PKG_LIBS)
+
+$(BUILD)/tests/%: tests/unit/%.c $(LIBCOMMON)
+	@mkdir -p $(@D)
+	$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ $< $(LIBCOMMON) $(PKG_LIBS) -lcmocka
+
+bin/mailcell-devdb: $(GO_SRC)
+	@mkdir -p $(@D)
+	cd devdb && CGO_ENABLED=0 go build -trimpath -o ../bin/mailcell-devdb .
+
+devdb: bin/mailcell-devdb
+
+unit: $(UNIT_BIN)
+	@scripts/run-unit.sh $(UNIT_BIN)
+
+check: deps
+	@$(MAKE) --no-print-directory all
+	@scripts/check.sh
+
+run: deps
+	@$(MAKE) --no-print-directory all
+	@scripts/run.sh
+
+stop:
+	@scripts/run.sh stop
+
+clean:
+	rm -rf build bin
+
+install: all
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/mailcell
+	install -m 0755 bin/mailcell $(DESTDIR)$(PREFIX)/bin/mailcell
+	install -d $(DESTDIR)/etc/mailcell
+	install -m 0644 units/mailcell.conf.example $(DESTDIR)$(PREFIX)/share/mailcell/mailcell.conf.example
+
+uninstall:
+	rm -f $(DESTDIR)$(PREFIX)/bin/mailcell
+	rm -rf $(DESTDIR)$(PREFIX)/share/mailcell

@@ -1,0 +1,53 @@
+/*
+ * config.h - mailcell configuration: one file of `key = value` lines.
+ * Every key is known in advance (see units/mailcell.conf.example); an unknown
+ * key, a bad value or an unreadable file is an error naming file, line and key.
+ */
+#ifndef MC_CONFIG_H
+#define MC_CONFIG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define MC_CONFIG_DEFAULT_PATH "/etc/mailcell/mailcell.conf"
+
+enum mc_log_target { MC_LOG_AUTO, MC_LOG_JOURNAL, MC_LOG_STDERR };
+
+struct mc_config {
+	char path[4096];          /* the file this came from */
+	char *hostname;           /* our name in greetings and headers */
+	char *mongodb_uri;
+	char *database;
+	char *tls_cert;
+	char *tls_key;
+	uint64_t max_message_size; /* octets */
+	unsigned max_recipients;
+	char *templates_dir;
+	char *relay_host;         /* "" = MX lookup, "[host]:port" = smarthost */
+	int allow_plaintext_auth;
+	char *write_concern;      /* "majority" or a number of nodes */
+	int write_journal;        /* j: true */
+	unsigned db_timeout_ms;   /* connect/server selection/socket bound */
+	unsigned idle_timeout;    /* seconds without input before a session ends */
+	unsigned max_errors;      /* protocol errors before a session is dropped */
+	enum mc_log_target log_target;
+	int log_debug;
+};
+
+/*
+ * Load the configuration. `path` may be NULL: then $MAILCELL_CONFIG, then
+ * MC_CONFIG_DEFAULT_PATH. On error returns -1 and writes one line (no
+ * newline) naming the file, line and key into err.
+ */
+int mc_config_load(struct mc_config *cfg, const char *path, char *err, size_t errlen);
+
+/* Parse config text already in memory (for tests); `name` is used in errors. */
+int mc_config_parse(struct mc_config *cfg, const char *name, const char *text,
+    char *err, size_t errlen);
+
+/* Set every key to its documented default. */
+void mc_config_defaults(struct mc_config *cfg);
+
+void mc_config_free(struct mc_config *cfg);
+
+#endif

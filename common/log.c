@@ -1,0 +1,133 @@
+/*
+ * log.c - one logging path for all programs. Under systemd (JOURNAL_STREAM or
+ * INVOCATION_ID set, and the journal socket present) entries go through
+ * sd_journal_send with PROGRAM, SESSION_ID and REMOTE_ADDR fields; otherwise
+ * "program[pid]: session remote: message" lines go to stderr.
+ */
+#include "log.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <systemd/sd-journal.h>
+
+#define JOURNAL_SOCKET "/run/systemd/journal/socket"
+
+static struct {
+	char program[32];
+	char session[17];
+	char remote[64];
+	int journal;
+	int debug;
+} lg = { "mailcell", "-", "", 0, 0 };
+
+int
+mc_random_bytes(void *buf, size_t n)
+{
+	unsigned char *p = buf;
+
+	while (n > 0) {
+		ssize_t r = getrandom(p, n, 0);
+		if (r < 0) {
+			if (errno == EINTR)
+				continue;
+			return -1;
+		}
+		p += r;
+		n -= (size_t)r;
+	}
+	return 0;
+}
+
+int
+mc_random_hex(char *out, size_t n)
+{
+	unsigned char raw[64];
+	static const char hex[] = "0123456789abcdef";
+
+	if (n > sizeof(raw) || mc_random_bytes(raw, n) != 0)
+		return -1;
+	for (size_t i = 0; i < n; i++) {
+		out[2 * i] = hex[raw[i] >> 4];
+		out[2 * i + 1] = hex[raw[i] & 15];
+	}
+	out[2 * n] = '\0';
+	return 0;
+}
+
+static int
+journal_wanted(enum mc_log_target target)
+{
+	struct stat st;
+
+	if (target == MC_LOG_STDERR)
+		return 0;
+	if (stat(JOURNAL_SOCKET, &st) != 0 || !S_ISSOCK(st.st_mode))
+		return 0;
+	if (target == MC_LOG_JOURNAL)
+		return 1;
+	return getenv("JOURNAL_STREAM") != NULL || getenv("INVOCATION_ID") != NULL;
+}
+
+void
+mc_log_init(const char *program, enum mc_log_target target, int debug)
+{
+	snprintf(lg.program, sizeof(lg.program), "%s", program);
+	if (mc_random_hex(lg.session, 8) != 0)
+		snprintf(lg.session, sizeof(lg.session), "%08x", (unsigned)getpid());
+	lg.journal = journal_wanted(target);
+	lg.debug = debug;
+}
+
+void
+mc_log_set_remote(const char *addr)
+{
+	snprintf(lg.remote, sizeof(lg.remote), "%s", addr ? addr : "");
+}
+
+const char *
+mc_log_session_id(void)
+{
+	return lg.session;
+}
+
+/* Replace control characters so that a hostile string cannot forge lines. */
+static void
+sanitize(char *s)
+{
+	for (; *s != '\0'; s++)
+		if ((unsigned char)*s < 0x20 || *s == 0x7f)
+			*s = '?';
+}
+
+void
+mc_log(enum mc_log_level level, const char *fmt, ...)
+{
+	char msg[2048];
+	va_list ap;
+
+	if (level == MC_LOG_DEBUG && !lg.debug)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	sanitize(msg);
+	if (lg.journal) {
+		sd_journal_send("MESSAGE=%s", msg, "PRIORITY=%d", (int)level,
+		    "SYSLOG_IDENTIFIER=%s", lg.program, "MAILCELL_PROGRAM=%s", lg.program,
+		    "MAILCELL_SESSION=%s", lg.session, "REMOTE_ADDR=%s",
+		    lg.remote[0] ? lg.remote : "-", NULL);
+		return;
+	}
+	if (lg.remote[0])
+		fprintf(stderr, "%s[%ld]: %s %s: %s\n", lg.program, (long)getpid(), lg.session,
+		    lg.remote, msg);
+	else
+		fprintf(stderr, "%s[%ld]: %s: %s\n", lg.program, (long)getpid(), lg.session, msg);
+}

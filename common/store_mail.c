@@ -1,0 +1,403 @@
+/*
+ * store_mail.c - message bodies and mailbox entries. Bodies stream into a
+ * GridFS bucket ("bodies") chunk by chunk; a mailbox entry pointing at a body
+ * is inserted only once the body is complete, so readers never see half a message.
+ */
+#include "store_int.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct mc_body_writer {
+	struct mc_store *st;
+	mongoc_gridfs_bucket_t *bucket;
+	mongoc_stream_t *stream;
+	bson_value_t id;
+	uint64_t size;
+};
+
+struct mc_body_reader {
+	struct mc_store *st;
+	mongoc_gridfs_bucket_t *bucket;
+	mongoc_stream_t *stream;
+};
+
+static void
+writer_free(struct mc_body_writer *w)
+{
+	if (w->stream != NULL)
+		mongoc_stream_destroy(w->stream);
+	if (w->bucket != NULL)
+		mongoc_gridfs_bucket_destroy(w->bucket);
+	bson_value_destroy(&w->id);
+	free(w);
+}
+
+enum mc_store_status
+mc_store_body_begin(struct mc_store *st, struct mc_body_writer **out)
+{
+	struct mc_body_writer *w = calloc(1, sizeof(*w));
+	bson_error_t e;
+	char name[32];
+
+	*out = NULL;
+	if (w == NULL)
+		return mc_store_seterr(st, MC_STORE_TEMP, "out of memory");
+	w->st = st;
+	w->id.value_type = BSON_TYPE_NULL;
+	if ((w->bucket = mc_store_bucket(st)) == NULL) {
+		free(w);
+		return MC_STORE_TEMP;
+	}
+	snprintf(name, sizeof(name), "msg-%lld", (long long)mc_store_now_ms());
+	w->stream = mongoc_gridfs_bucket_open_upload_stream(w->bucket, name, NULL, &w->id, &e);
+	if (w->stream == NULL) {
+		enum mc_store_status s = mc_store_fail(st, &e, "bodies");
+		writer_free(w);
+		return s;
+	}
+	*out = w;
+	return MC_STORE_OK;
+}
+
+static enum mc_store_status
+stream_fail(struct mc_store *st, mongoc_stream_t *stream, const char *what)
+{
+	bson_error_t e;
+
+	if (mongoc_gridfs_bucket_stream_error(stream, &e))
+		return mc_store_fail(st, &e, what);
+	return mc_store_seterr(st, MC_STORE_TEMP, "database unavailable (%s)", what);
+}
+
+enum mc_store_status
+mc_store_body_write(struct mc_body_writer *w, const void *buf, size_t len)
+{
+	mongoc_iovec_t iov;
+
+	if (len == 0)
+		return MC_STORE_OK;
+	iov.iov_base = (void *)(uintptr_t)buf;
+	iov.iov_len = len;
+	if (mongoc_stream_writev(w->stream, &iov, 1, 0) != (ssize_t)len)
+		return stream_fail(w->st, w->stream, "writing body");
+	w->size += len;
+	return MC_STORE_OK;
+}
+
+uint64_t
+mc_store_body_size(const struct mc_body_writer *w)
+{
+	return w->size;
+}
+
+enum mc_store_status
+mc_store_body_finish(struct mc_body_writer *w, char *body_id)
+{
+	enum mc_store_status s = MC_STORE_OK;
+
+	body_id[0] = '\0';
+	if (mongoc_stream_close(w->stream) != 0)
+		s = stream_fail(w->st, w->stream, "finishing body");
+	else if (w->id.value_type == BSON_TYPE_OID)
+		bson_oid_to_string(&w->id.value.v_oid, body_id);
+	else
+		s = mc_store_seterr(w->st, MC_STORE_ERROR, "body id is not an ObjectId");
+	if (s != MC_STORE_OK)
+		(void)mongoc_gridfs_bucket_abort_upload(w->stream);
+	writer_free(w);
+	return s;
+}
+
+void
+mc_store_body_abort(struct mc_body_writer *w)
+{
+	if (w == NULL)
+		return;
+	(void)mongoc_gridfs_bucket_abort_upload(w->stream);
+	writer_free(w);
+}
+
+enum mc_store_status
+mc_store_body_delete(struct mc_store *st, const char *body_id)
+{
+	mongoc_gridfs_bucket_t *b;
+	bson_value_t v;
+	bson_error_t e;
+	enum mc_store_status s;
+
+	v.value_type = BSON_TYPE_OID;
+	if ((s = mc_store_oid(st, body_id, &v.value.v_oid)) != MC_STORE_OK)
+		return s;
+	if ((b = mc_store_bucket(st)) == NULL)
+		return MC_STORE_TEMP;
+	if (!mongoc_gridfs_bucket_delete_by_id(b, &v, &e))
+		s = e.code == MONGOC_ERROR_GRIDFS_BUCKET_FILE_NOT_FOUND
+		    ? mc_store_seterr(st, MC_STORE_NOTFOUND, "body %s: not found", body_id)
+		    : mc_store_fail(st, &e, "deleting body");
+	mongoc_gridfs_bucket_destroy(b);
+	return s;
+}
+
+enum mc_store_status
+mc_store_body_open(struct mc_store *st, const char *body_id, struct mc_body_reader **out)
+{
+	struct mc_body_reader *r;
+	bson_value_t v;
+	bson_error_t e;
+	enum mc_store_status s;
+
+	*out = NULL;
+	v.value_type = BSON_TYPE_OID;
+	if ((s = mc_store_oid(st, body_id, &v.value.v_oid)) != MC_STORE_OK)
+		return s;
+	if ((r = calloc(1, sizeof(*r))) == NULL)
+		return mc_store_seterr(st, MC_STORE_TEMP, "out of memory");
+	r->st = st;
+	if ((r->bucket = mc_store_bucket(st)) == NULL) {
+		free(r);
+		return MC_STORE_TEMP;
+	}
+	if ((r->stream = mongoc_gridfs_bucket_open_download_stream(r->bucket, &v, &e)) == NULL) {
+		s = e.code == MONGOC_ERROR_GRIDFS_BUCKET_FILE_NOT_FOUND
+		    ? mc_store_seterr(st, MC_STORE_NOTFOUND, "body %s: not found", body_id)
+		    : mc_store_fail(st, &e, "reading body");
+		mc_store_body_close(r);
+		return s;
+	}
+	*out = r;
+	return MC_STORE_OK;
+}
+
+enum mc_store_status
+mc_store_body_read(struct mc_body_reader *r, void *buf, size_t len, size_t *got)
+{
+	ssize_t n = mongoc_stream_read(r->stream, buf, len, 0, 0);
+
+	*got = 0;
+	if (n < 0)
+		return stream_fail(r->st, r->stream, "reading body");
+	*got = (size_t)n;
+	return MC_STORE_OK;
+}
+
+void
+mc_store_body_close(struct mc_body_reader *r)
+{
+	if (r == NULL)
+		return;
+	if (r->stream != NULL)
+		mongoc_stream_destroy(r->stream);
+	if (r->bucket != NULL)
+		mongoc_gridfs_bucket_destroy(r->bucket);
+	free(r);
+}
+
+/* ---- mailbox entries ---- */
+
+static bson_t *
+entry_doc(const bson_oid_t *body, uint64_t size, const char *mailbox, int64_t now,
+    const struct mc_message_meta *meta)
+{
+	bson_oid_t id;
+	char hex[MC_ID_LEN + 1];
+
+	bson_oid_init(&id, NULL);
+	bson_oid_to_string(&id, hex);
+	return BCON_NEW("_id", BCON_OID(&id), "mailbox", BCON_UTF8(mailbox),
+	    "uidl", BCON_UTF8(hex), "size", BCON_INT64((int64_t)size),
+	    "received", BCON_DATE_TIME(now), "body", BCON_OID(body),
+	    "sender", BCON_UTF8(meta && meta->sender ? meta->sender : ""),
+	    "remote_ip", BCON_UTF8(meta && meta->remote_ip ? meta->remote_ip : ""),
+	    "quarantined", BCON_BOOL(meta && meta->quarantined));
+}
+
+enum mc_store_status
+mc_store_deliver(struct mc_store *st, const char *body_id, uint64_t size,
+    const char *const *mailboxes, size_t n, const struct mc_message_meta *meta)
+{
+	mongoc_collection_t *c;
+	bson_oid_t body;
+	bson_t **docs;
+	bson_error_t e;
+	enum mc_store_status s;
+	int64_t now = mc_store_now_ms();
+
+	if ((s = mc_store_oid(st, body_id, &body)) != MC_STORE_OK)
+		return s;
+	if (n == 0)
+		return MC_STORE_OK;
+	if ((docs = calloc(n, sizeof(*docs))) == NULL)
+		return mc_store_seterr(st, MC_STORE_TEMP, "out of memory");
+	for (size_t i = 0; i < n; i++)
+		docs[i] = entry_doc(&body, size, mailboxes[i], now, meta);
+	if ((c = mc_store_coll(st, "messages")) == NULL)
+		s = MC_STORE_TEMP;
+	else if (!mongoc_collection_insert_many(c, (const bson_t **)docs, n, NULL, NULL, &e))
+		s = mc_store_fail(st, &e, "storing message");
+	if (c != NULL)
+		mongoc_collection_destroy(c);
+	for (size_t i = 0; i < n; i++)
+		bson_destroy(docs[i]);
+	free(docs);
+	return s;
+}
+
+static void
+info_from_doc(const bson_t *doc, struct mc_message_info *m)
+{
+	bson_iter_t it;
+
+	memset(m, 0, sizeof(*m));
+	if (bson_iter_init_find(&it, doc, "_id") && BSON_ITER_HOLDS_OID(&it))
+		bson_oid_to_string(bson_iter_oid(&it), m->id);
+	if (bson_iter_init_find(&it, doc, "body") && BSON_ITER_HOLDS_OID(&it))
+		bson_oid_to_string(bson_iter_oid(&it), m->body);
+	mc_store_get_str(doc, "uidl", m->uidl, sizeof(m->uidl));
+	mc_store_get_str(doc, "sender", m->sender, sizeof(m->sender));
+	if (bson_iter_init_find(&it, doc, "size"))
+		m->size = (uint64_t)bson_iter_as_int64(&it);
+	if (bson_iter_init_find(&it, doc, "received") && BSON_ITER_HOLDS_DATE_TIME(&it))
+		m->received = (time_t)(bson_iter_date_time(&it) / 1000);
+	m->quarantined = bson_iter_init_find(&it, doc, "quarantined") && bson_iter_as_bool(&it);
+}
+
+enum mc_store_status
+mc_store_mailbox_list(struct mc_store *st, const char *mailbox,
+    void (*cb)(void *, const struct mc_message_info *), void *ctx)
+{
+	mongoc_collection_t *c = mc_store_coll(st, "messages");
+	bson_t *filter, *opts;
+	mongoc_cursor_t *cur;
+	const bson_t *doc;
+	bson_error_t e;
+	struct mc_message_info m;
+	enum mc_store_status s = MC_STORE_OK;
+
+	if (c == NULL)
+		return MC_STORE_TEMP;
+	filter = BCON_NEW("mailbox", BCON_UTF8(mailbox));
+	opts = BCON_NEW("sort", "{", "received", BCON_INT32(1), "_id", BCON_INT32(1), "}");
+	cur = mongoc_collection_find_with_opts(c, filter, opts, NULL);
+	while (mongoc_cursor_next(cur, &doc)) {
+		info_from_doc(doc, &m);
+		cb(ctx, &m);
+	}
+	if (mongoc_cursor_error(cur, &e))
+		s = mc_store_fail(st, &e, "listing mailbox");
+	mongoc_cursor_destroy(cur);
+	bson_destroy(opts);
+	bson_destroy(filter);
+	mongoc_collection_destroy(c);
+	return s;
+}
+
+/* 1 if any mailbox entry or queue item still refers to body, 0 if none, -1 error. */
+static int
+body_referenced(struct mc_store *st, const bson_oid_t *body)
+{
+	bson_t *f = BCON_NEW("body", BCON_OID(body));
+	int r = mc_store_exists(st, "messages", f);
+
+	if (r == 0)
+		r = mc_store_exists(st, "outbound", f);
+	bson_destroy(f);
+	return r;
+}
+
+enum mc_store_status
+mc_store_body_release(struct mc_store *st, const bson_oid_t *body)
+{
+	char hex[MC_ID_LEN + 1];
+	enum mc_store_status s;
+	int r = body_referenced(st, body);
+
+	if (r != 0)
+		return r < 0 ? MC_STORE_TEMP : MC_STORE_OK;
+	bson_oid_to_string(body, hex);
+	s = mc_store_body_delete(st, hex);
+	return s == MC_STORE_NOTFOUND ? MC_STORE_OK : s;
+}
+
+/* Collect the body ids of these entries into bodies[] (at most n). */
+static enum mc_store_status
+entry_bodies(struct mc_store *st, mongoc_collection_t *c, const bson_t *filter,
+    bson_oid_t *bodies, size_t n, size_t *nb)
+{
+	mongoc_cursor_t *cur = mongoc_collection_find_with_opts(c, filter, NULL, NULL);
+	const bson_t *doc;
+	bson_iter_t it;
+	bson_error_t e;
+	enum mc_store_status s = MC_STORE_OK;
+
+	*nb = 0;
+	while (*nb < n && mongoc_cursor_next(cur, &doc))
+		if (bson_iter_init_find(&it, doc, "body") && BSON_ITER_HOLDS_OID(&it))
+			bson_oid_copy(bson_iter_oid(&it), &bodies[(*nb)++]);
+	if (mongoc_cursor_error(cur, &e))
+		s = mc_store_fail(st, &e, "reading mailbox");
+	mongoc_cursor_destroy(cur);
+	return s;
+}
+
+static bson_t *
+ids_filter(struct mc_store *st, const char *mailbox, const char *const *ids, size_t n)
+{
+	bson_t *f = bson_new();
+	bson_t idd, arr;
+	char buf[16];
+	const char *key;
+	bson_oid_t oid;
+
+	BSON_APPEND_UTF8(f, "mailbox", mailbox);
+	BSON_APPEND_DOCUMENT_BEGIN(f, "_id", &idd);
+	BSON_APPEND_ARRAY_BEGIN(&idd, "$in", &arr);
+	for (uint32_t i = 0; i < n; i++) {
+		if (mc_store_oid(st, ids[i], &oid) != MC_STORE_OK) {
+			bson_append_array_end(&idd, &arr);
+			bson_append_document_end(f, &idd);
+			bson_destroy(f);
+			return NULL;
+		}
+		bson_uint32_to_string(i, &key, buf, sizeof(buf));
+		BSON_APPEND_OID(&arr, key, &oid);
+	}
+	bson_append_array_end(&idd, &arr);
+	bson_append_document_end(f, &idd);
+	return f;
+}
+
+enum mc_store_status
+mc_store_messages_delete(struct mc_store *st, const char *mailbox, const char *const *ids,
+    size_t n)
+{
+	mongoc_collection_t *c;
+	bson_t *filter;
+	bson_oid_t *bodies;
+	bson_error_t e;
+	size_t nb = 0;
+	enum mc_store_status s;
+
+	if (n == 0)
+		return MC_STORE_OK;
+	if ((filter = ids_filter(st, mailbox, ids, n)) == NULL)
+		return MC_STORE_NOTFOUND;
+	if ((bodies = calloc(n, sizeof(*bodies))) == NULL) {
+		bson_destroy(filter);
+		return mc_store_seterr(st, MC_STORE_TEMP, "out of memory");
+	}
+	if ((c = mc_store_coll(st, "messages")) == NULL)
+		s = MC_STORE_TEMP;
+	else if ((s = entry_bodies(st, c, filter, bodies, n, &nb)) == MC_STORE_OK &&
+	    !mongoc_collection_delete_many(c, filter, NULL, NULL, &e))
+		s = mc_store_fail(st, &e, "deleting messages");
+	if (c != NULL)
+		mongoc_collection_destroy(c);
+	/* Entries are gone; a body left behind after a failure here is only garbage. */
+	for (size_t i = 0; s == MC_STORE_OK && i < nb; i++)
+		s = mc_store_body_release(st, &bodies[i]);
+	free(bodies);
+	bson_destroy(filter);
+	return s;
+}

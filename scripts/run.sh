@@ -1,0 +1,81 @@
+#!/bin/bash
+# run.sh - `make run`: a development mail server on this machine. Starts the
+# dev database under var/, writes var/mailcell.conf, creates the demo domain
+# example.test and user demo@example.test, and prints what is listening.
+# `make stop` (run.sh stop) stops what it started.
+set -eu
+top=$(cd "$(dirname "$0")/.." && pwd)
+cd "$top"
+var="$top/var"
+port=${MAILCELL_DEVDB_PORT:-27017}
+conf="$var/mailcell.conf"
+etc=/etc/mailcell/mailcell.conf
+
+if [ "${1:-}" = stop ]; then
+	scripts/devdb.sh stop "$var/devdb"
+	echo "mailcell: stopped the dev database"
+	exit 0
+fi
+
+mkdir -p "$var/devdb" "$var/tls"
+if [ ! -f "$conf" ]; then
+	cat >"$conf" <<CONF
+# Written by 'make run' for the development server; see units/mailcell.conf.example.
+hostname = mail.example.test
+mongodb_uri = mongodb://127.0.0.1:$port
+database = mailcell
+tls_cert = $var/tls/cert.pem
+tls_key = $var/tls/key.pem
+templates_dir = $top/templates
+# Plain-text AUTH is for loopback testing only; never in production.
+allow_plaintext_auth = yes
+# The dev database is a single node: acknowledge once written.
+write_concern = 1
+log_target = stderr
+CONF
+fi
+if [ ! -f "$var/tls/cert.pem" ]; then
+	openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=mail.example.test" \
+		-keyout "$var/tls/key.pem" -out "$var/tls/cert.pem" 2>/dev/null
+	chmod 600 "$var/tls/key.pem"
+fi
+
+scripts/devdb.sh start "$var/devdb" "$port"
+export MAILCELL_CONFIG="$conf"
+
+bin/mailcell domain list | grep -qx example.test || bin/mailcell domain add example.test
+if ! bin/mailcell user list | cut -f1 | grep -qx demo@example.test; then
+	pw=$(openssl rand -base64 12 | tr -d '/+=' | cut -c1-12)
+	printf '%s\n' "$pw" | bin/mailcell user add demo@example.test --name "Demo User"
+	printf '%s\n' "$pw" >"$var/demo-password"
+	chmod 600 "$var/demo-password"
+fi
+
+note=""
+if [ ! -e "$etc" ] && [ "$(id -u)" = 0 ]; then
+	mkdir -p /etc/mailcell
+	ln -s "$conf" "$etc"
+	note="  $etc -> $conf (made now, so that bin/mailcell needs no -c; remove it for production)"
+elif [ -L "$etc" ] && [ "$(readlink "$etc")" = "$conf" ]; then
+	note="  $etc -> $conf"
+fi
+
+cat <<INFO
+
+mailcell development server is running.
+
+Listening:
+  127.0.0.1:$port   dev database (mailcell-devdb: FerretDB on SQLite, data in $var/devdb/data)
+
+Configuration: $conf
+$note
+Demo domain:   example.test
+Demo user:     demo@example.test   password: $(cat "$var/demo-password")
+
+Try:
+  export MAILCELL_CONFIG=$conf
+  bin/mailcell user list
+  bin/mailcell domain list
+  make stop          # stops the dev database
+Logs: $var/devdb/devdb.log
+INFO

@@ -1,0 +1,444 @@
+/*
+ * test_store.c - the store against a real dev database (the URI comes from
+ * $MAILCELL_TEST_MONGODB_URI, set by scripts/check.sh): accounts, streamed
+ * bodies, mailboxes, the queue, and lock/claim races between processes.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "password.h"
+#include "store.h"
+
+static struct mc_config cfg;
+static char dbname[64];
+
+static struct mc_store *
+open_store(void)
+{
+	struct mc_store *st = mc_store_new(&cfg);
+
+	assert_non_null(st);
+	return st;
+}
+
+static int
+setup(void **state)
+{
+	const char *uri = getenv("MAILCELL_TEST_MONGODB_URI");
+	char text[512], err[256];
+
+	(void)state;
+	if (uri == NULL) {
+		fprintf(stderr, "test_store: set MAILCELL_TEST_MONGODB_URI (make check does)\n");
+		return -1;
+	}
+	snprintf(dbname, sizeof(dbname), "mc_unit_%ld_%ld", (long)getpid(), (long)time(NULL));
+	snprintf(text, sizeof(text), "mongodb_uri = %s\ndatabase = %s\nwrite_concern = 1\n"
+	    "db_timeout = 5\n", uri, dbname);
+	return mc_config_parse(&cfg, "test", text, err, sizeof(err));
+}
+
+static int
+teardown(void **state)
+{
+	(void)state;
+	mc_config_free(&cfg);
+	return 0;
+}
+
+static void
+collect_line(void *ctx, const char *s)
+{
+	char *buf = ctx;
+
+	strcat(buf, s);
+	strcat(buf, ";");
+}
+
+static void
+collect_user(void *ctx, const struct mc_user *u)
+{
+	collect_line(ctx, u->address);
+}
+
+static void
+test_accounts(void **state)
+{
+	struct mc_store *st = open_store();
+	struct mc_user u;
+	char list[1024] = "", hash[MC_HASH_MAX];
+	const char *targets[] = { "bob@example.org", "carol@remote.example" };
+
+	(void)state;
+	assert_int_equal(mc_store_domain_add(st, "example.org"), MC_STORE_OK);
+	assert_int_equal(mc_store_domain_add(st, "example.org"), MC_STORE_EXISTS);
+	assert_int_equal(mc_store_domain_add(st, "b.example"), MC_STORE_OK);
+	assert_int_equal(mc_store_domain_exists(st, "example.org"), MC_STORE_OK);
+	assert_int_equal(mc_store_domain_exists(st, "nope.example"), MC_STORE_NOTFOUND);
+	assert_int_equal(mc_store_domain_list(st, collect_line, list), MC_STORE_OK);
+	assert_string_equal(list, "b.example;example.org;");
+
+	assert_int_equal(mc_password_hash("pw", hash, sizeof(hash)), 0);
+	assert_int_equal(mc_store_user_add(st, "alice@example.org", "Alice", hash), MC_STORE_OK);
+	assert_int_equal(mc_store_user_add(st, "alice@example.org", "Alice", hash),
+	    MC_STORE_EXISTS);
+	assert_int_equal(mc_store_user_add(st, "x@nope.example", "", hash), MC_STORE_NODOMAIN);
+	assert_non_null(strstr(mc_store_error(st), "not a local domain"));
+	assert_int_equal(mc_store_user_get(st, "alice@example.org", &u), MC_STORE_OK);
+	assert_string_equal(u.name, "Alice");
+	assert_int_equal(mc_password_verify("pw", u.password), 1);
+	assert_int_equal(u.disabled, 0);
+	assert_int_equal(mc_store_user_set_disabled(st, "alice@example.org", 1), MC_STORE_OK);
+	assert_int_equal(mc_store_user_get(st, "alice@example.org", &u), MC_STORE_OK);
+	assert_int_equal(u.disabled, 1);
+	assert_int_equal(mc_store_user_passwd(st, "ghost@example.org", hash), MC_STORE_NOTFOUND);
+	assert_int_equal(mc_store_user_get(st, "ghost@example.org", &u), MC_STORE_NOTFOUND);
+
+	assert_int_equal(mc_store_alias_add(st, "team@example.org", targets, 2), MC_STORE_OK);
+	assert_int_equal(mc_store_alias_add(st, "team@example.org", targets, 1), MC_STORE_OK);
+	list[0] = '\0';
+	assert_int_equal(mc_store_alias_get(st, "team@example.org", collect_line, list),
+	    MC_STORE_OK);
+	assert_string_equal(list, "bob@example.org;carol@remote.example;");
+	assert_int_equal(mc_store_alias_add(st, "alice@example.org", targets, 1), MC_STORE_EXISTS);
+	assert_int_equal(mc_store_user_add(st, "team@example.org", "", hash), MC_STORE_EXISTS);
+
+	assert_int_equal(mc_store_domain_remove(st, "example.org"), MC_STORE_INUSE);
+	assert_int_equal(mc_store_user_remove(st, "alice@example.org"), MC_STORE_OK);
+	assert_int_equal(mc_store_domain_remove(st, "example.org"), MC_STORE_INUSE);
+	assert_int_equal(mc_store_alias_remove(st, "team@example.org"), MC_STORE_OK);
+	assert_int_equal(mc_store_alias_remove(st, "team@example.org"), MC_STORE_NOTFOUND);
+	assert_int_equal(mc_store_domain_remove(st, "example.org"), MC_STORE_OK);
+	assert_int_equal(mc_store_domain_remove(st, "example.org"), MC_STORE_NOTFOUND);
+	list[0] = '\0';
+	assert_int_equal(mc_store_user_list(st, collect_user, list), MC_STORE_OK);
+	assert_string_equal(list, "");
+	mc_store_free(st);
+}
+
+struct msgs { int n; struct mc_message_info m[8]; };
+
+static void
+collect_msg(void *ctx, const struct mc_message_info *m)
+{
+	struct msgs *ms = ctx;
+
+	if (ms->n < 8)
+		ms->m[ms->n] = *m;
+	ms->n++;
+}
+
+/* Reads the whole body back and compares it with want. */
+static void
+assert_body(struct mc_store *st, const char *id, const unsigned char *want, size_t len)
+{
+	struct mc_body_reader *r;
+	unsigned char *got = malloc(len + 1);
+	size_t total = 0, n;
+
+	assert_int_equal(mc_store_body_open(st, id, &r), MC_STORE_OK);
+	do {
+		assert_int_equal(mc_store_body_read(r, got + total, len + 1 - total, &n),
+		    MC_STORE_OK);
+		total += n;
+	} while (n > 0 && total <= len);
+	mc_store_body_close(r);
+	assert_int_equal(total, len);
+	assert_memory_equal(got, want, len);
+	free(got);
+}
+
+static void
+test_bodies(void **state)
+{
+	struct mc_store *st = open_store();
+	struct mc_body_writer *w;
+	struct mc_body_reader *r;
+	struct msgs ms = { 0 };
+	const size_t len = 1000 * 1000 + 7;
+	unsigned char *data = malloc(len);
+	char body[MC_ID_LEN + 1];
+	const char *boxes[] = { "a@m.example", "b@m.example" };
+	struct mc_message_meta meta = { "sender@x.example", "192.0.2.1", 0 };
+	const char *ids[1];
+
+	(void)state;
+	for (size_t i = 0; i < len; i++)
+		data[i] = (unsigned char)(i * 7 + i / 1000);
+	assert_int_equal(mc_store_body_begin(st, &w), MC_STORE_OK);
+	for (size_t off = 0; off < len; off += 4093)
+		assert_int_equal(mc_store_body_write(w, data + off,
+		    len - off < 4093 ? len - off : 4093), MC_STORE_OK);
+	assert_int_equal(mc_store_body_size(w), len);
+	/* Nothing is visible while the body is incomplete. */
+	assert_int_equal(mc_store_mailbox_list(st, "a@m.example", collect_msg, &ms), MC_STORE_OK);
+	assert_int_equal(ms.n, 0);
+	assert_int_equal(mc_store_body_finish(w, body), MC_STORE_OK);
+	assert_int_equal(strlen(body), MC_ID_LEN);
+	assert_int_equal(mc_store_deliver(st, body, len, boxes, 2, &meta), MC_STORE_OK);
+
+	assert_int_equal(mc_store_mailbox_list(st, "a@m.example", collect_msg, &ms), MC_STORE_OK);
+	assert_int_equal(ms.n, 1);
+	assert_int_equal(ms.m[0].size, len);
+	assert_string_equal(ms.m[0].body, body);
+	assert_string_equal(ms.m[0].sender, "sender@x.example");
+	assert_true(time(NULL) - ms.m[0].received < 60);
+	assert_body(st, body, data, len);
+
+	/* Deleting one mailbox's entry keeps the body the other still uses. */
+	ids[0] = ms.m[0].id;
+	assert_int_equal(mc_store_messages_delete(st, "a@m.example", ids, 1), MC_STORE_OK);
+	ms.n = 0;
+	assert_int_equal(mc_store_mailbox_list(st, "a@m.example", collect_msg, &ms), MC_STORE_OK);
+	assert_int_equal(ms.n, 0);
+	assert_body(st, body, data, len);
+	assert_int_equal(mc_store_mailbox_list(st, "b@m.example", collect_msg, &ms), MC_STORE_OK);
+	assert_int_equal(ms.n, 1);
+	assert_string_not_equal(ms.m[0].uidl, "");
+	ids[0] = ms.m[0].id;
+	/* Another mailbox cannot delete b's message. */
+	assert_int_equal(mc_store_messages_delete(st, "a@m.example", ids, 1), MC_STORE_OK);
+	assert_body(st, body, data, len);
+	assert_int_equal(mc_store_messages_delete(st, "b@m.example", ids, 1), MC_STORE_OK);
+	assert_int_equal(mc_store_body_open(st, body, &r), MC_STORE_NOTFOUND);
+
+	/* An aborted body leaves nothing behind. */
+	assert_int_equal(mc_store_body_begin(st, &w), MC_STORE_OK);
+	assert_int_equal(mc_store_body_write(w, data, 300000), MC_STORE_OK);
+	mc_store_body_abort(w);
+	free(data);
+	mc_store_free(st);
+}
+
+static void
+test_locks(void **state)
+{
+	struct mc_store *st = open_store();
+
+	(void)state;
+	assert_int_equal(mc_store_lock_take(st, "pop3:a@x", "h1", 60), MC_STORE_OK);
+	assert_int_equal(mc_store_lock_take(st, "pop3:a@x", "h2", 60), MC_STORE_EXISTS);
+	assert_int_equal(mc_store_lock_renew(st, "pop3:a@x", "h1", 60), MC_STORE_OK);
+	assert_int_equal(mc_store_lock_renew(st, "pop3:a@x", "h2", 60), MC_STORE_NOTFOUND);
+	assert_int_equal(mc_store_lock_release(st, "pop3:a@x", "h2"), MC_STORE_OK);
+	assert_int_equal(mc_store_lock_take(st, "pop3:a@x", "h2", 60), MC_STORE_EXISTS);
+	assert_int_equal(mc_store_lock_release(st, "pop3:a@x", "h1"), MC_STORE_OK);
+	assert_int_equal(mc_store_lock_take(st, "pop3:a@x", "h2", 60), MC_STORE_OK);
+
+	/* A lock whose holder died expires and is taken over. */
+	assert_int_equal(mc_store_lock_take(st, "pop3:b@x", "dead", 1), MC_STORE_OK);
+	assert_int_equal(mc_store_lock_take(st, "pop3:b@x", "h3", 60), MC_STORE_EXISTS);
+	sleep(2);
+	assert_int_equal(mc_store_lock_take(st, "pop3:b@x", "h3", 60), MC_STORE_OK);
+	assert_int_equal(mc_store_lock_take(st, "pop3:b@x", "h4", 60), MC_STORE_EXISTS);
+	mc_store_free(st);
+}
+
+#define RACERS 3
+#define ROUNDS 60
+
+/*
+ * Each racer process tries every lock name once; for fresh locks (expired:
+ * 0) and for expired ones (expired: 1, made by the parent with ttl 1 s and
+ * raced after they ran out) exactly one racer may win each name.
+ */
+static void
+race_locks(int expired)
+{
+	int pipes[RACERS][2], wins[ROUNDS] = { 0 };
+	char name[64];
+
+	for (int r = 0; r < RACERS; r++) {
+		assert_int_equal(pipe(pipes[r]), 0);
+		if (fork() == 0) {
+			struct mc_store *st = mc_store_new(&cfg);
+			char holder[32], res[ROUNDS];
+			close(pipes[r][0]);
+			snprintf(holder, sizeof(holder), "racer%d", r);
+			for (int i = 0; i < ROUNDS; i++) {
+				snprintf(name, sizeof(name), "race:%d:%d", expired, i);
+				res[i] = mc_store_lock_take(st, name, holder, 600) == MC_STORE_OK;
+			}
+			_exit(write(pipes[r][1], res, ROUNDS) == ROUNDS ? 0 : 1);
+		}
+		close(pipes[r][1]);
+	}
+	for (int r = 0; r < RACERS; r++) {
+		char res[ROUNDS];
+		int status;
+		assert_int_equal(read(pipes[r][0], res, ROUNDS), ROUNDS);
+		close(pipes[r][0]);
+		wait(&status);
+		assert_int_equal(status, 0);
+		for (int i = 0; i < ROUNDS; i++)
+			wins[i] += res[i];
+	}
+	for (int i = 0; i < ROUNDS; i++)
+		assert_int_equal(wins[i], 1);
+}
+
+static void
+test_lock_races(void **state)
+{
+	struct mc_store *st = open_store();
+	char name[64];
+
+	(void)state;
+	race_locks(0);
+	for (int i = 0; i < ROUNDS; i++) {
+		snprintf(name, sizeof(name), "race:1:%d", i);
+		assert_int_equal(mc_store_lock_take(st, name, "dead", 1), MC_STORE_OK);
+	}
+	sleep(2);
+	race_locks(1);
+	mc_store_free(st);
+}
+
+static void
+test_queue_claims(void **state)
+{
+	struct mc_store *st = open_store();
+	struct mc_body_writer *w;
+	struct mc_outbound_info o;
+	char body[MC_ID_LEN + 1], id[MC_ID_LEN + 1], first[MC_ID_LEN + 1];
+	const char *rcpts[] = { "x@far.example", "y@far.example" };
+	enum { ITEMS = 30 };
+	char claimed[2][ITEMS][MC_ID_LEN + 1];
+	int pipes[2][2], counts[2] = { 0, 0 };
+
+	(void)state;
+	assert_int_equal(mc_store_body_begin(st, &w), MC_STORE_OK);
+	assert_int_equal(mc_store_body_write(w, "Subject: q\r\n\r\nhi\r\n", 18), MC_STORE_OK);
+	assert_int_equal(mc_store_body_finish(w, body), MC_STORE_OK);
+	for (int i = 0; i < ITEMS; i++) {
+		assert_int_equal(mc_store_outbound_add(st, "s@m.example", rcpts, 2, body, id),
+		    MC_STORE_OK);
+		if (i == 0)
+			strcpy(first, id);
+	}
+	assert_int_equal(mc_store_outbound_get(st, first, &o), MC_STORE_OK);
+	assert_string_equal(o.state, "queued");
+	assert_string_equal(o.recipients, "x@far.example,y@far.example");
+
+	/* Two workers drain the queue; no item may be claimed twice. */
+	for (int r = 0; r < 2; r++) {
+		assert_int_equal(pipe(pipes[r]), 0);
+		if (fork() == 0) {
+			struct mc_store *ws = mc_store_new(&cfg);
+			struct mc_outbound_info c;
+			char owner[16];
+			close(pipes[r][0]);
+			snprintf(owner, sizeof(owner), "worker%d", r);
+			while (mc_store_outbound_claim(ws, owner, 600, &c) == MC_STORE_OK)
+				if (write(pipes[r][1], c.id, MC_ID_LEN) != MC_ID_LEN)
+					_exit(1);
+			_exit(0);
+		}
+		close(pipes[r][1]);
+	}
+	for (int r = 0; r < 2; r++) {
+		char buf[MC_ID_LEN];
+		int status;
+		while (read(pipes[r][0], buf, MC_ID_LEN) == MC_ID_LEN && counts[r] < ITEMS) {
+			memcpy(claimed[r][counts[r]], buf, MC_ID_LEN);
+			claimed[r][counts[r]++][MC_ID_LEN] = '\0';
+		}
+		close(pipes[r][0]);
+		wait(&status);
+		assert_int_equal(status, 0);
+	}
+	assert_int_equal(counts[0] + counts[1], ITEMS);
+	for (int i = 0; i < counts[0]; i++)
+		for (int j = 0; j < counts[1]; j++)
+			assert_string_not_equal(claimed[0][i], claimed[1][j]);
+	assert_int_equal(mc_store_outbound_claim(st, "late", 600, &o), MC_STORE_NOTFOUND);
+
+	/* Operator actions: an item being delivered is in use. */
+	assert_int_equal(mc_store_outbound_get(st, first, &o), MC_STORE_OK);
+	assert_string_equal(o.state, "delivering");
+	assert_int_equal(o.attempts, 1);
+	assert_int_equal(mc_store_outbound_hold(st, first), MC_STORE_INUSE);
+	assert_int_equal(mc_store_outbound_delete(st, "0123456789abcdef01234567"),
+	    MC_STORE_NOTFOUND);
+	assert_int_equal(mc_store_outbound_retry(st, "not-an-id"), MC_STORE_NOTFOUND);
+	mc_store_free(st);
+}
+
+static void
+test_queue_operator(void **state)
+{
+	struct mc_store *st = open_store();
+	struct mc_body_writer *w;
+	struct mc_outbound_info o;
+	struct mc_body_reader *r;
+	char body[MC_ID_LEN + 1], id[MC_ID_LEN + 1], *json;
+	const char *rcpts[] = { "z@far.example" };
+
+	(void)state;
+	assert_int_equal(mc_store_body_begin(st, &w), MC_STORE_OK);
+	assert_int_equal(mc_store_body_write(w, "x\r\n", 3), MC_STORE_OK);
+	assert_int_equal(mc_store_body_finish(w, body), MC_STORE_OK);
+	assert_int_equal(mc_store_outbound_add(st, "", rcpts, 1, body, id), MC_STORE_OK);
+	assert_int_equal(mc_store_outbound_hold(st, id), MC_STORE_OK);
+	assert_int_equal(mc_store_outbound_get(st, id, &o), MC_STORE_OK);
+	assert_string_equal(o.state, "held");
+	assert_int_equal(mc_store_outbound_claim(st, "w", 600, &o), MC_STORE_NOTFOUND);
+	assert_int_equal(mc_store_outbound_retry(st, id), MC_STORE_INUSE);
+	assert_int_equal(mc_store_outbound_release(st, id), MC_STORE_OK);
+	assert_int_equal(mc_store_outbound_json(st, id, &json), MC_STORE_OK);
+	assert_non_null(strstr(json, "\"z@far.example\""));
+	free(json);
+	assert_int_equal(mc_store_outbound_delete(st, id), MC_STORE_OK);
+	assert_int_equal(mc_store_outbound_get(st, id, &o), MC_STORE_NOTFOUND);
+	assert_int_equal(mc_store_body_open(st, body, &r), MC_STORE_NOTFOUND);
+	mc_store_free(st);
+}
+
+/* A database that is not there: a temporary error within the bound. */
+static void
+test_unreachable(void **state)
+{
+	struct mc_config bad;
+	struct mc_store *st;
+	char err[128];
+	time_t t0 = time(NULL);
+
+	(void)state;
+	assert_int_equal(mc_config_parse(&bad, "bad", "mongodb_uri = mongodb://127.0.0.1:1\n"
+	    "db_timeout = 1\n", err, sizeof(err)), 0);
+	st = mc_store_new(&bad);   /* lazy: no connection yet, no error yet */
+	assert_non_null(st);
+	assert_int_equal(mc_store_domain_add(st, "x.example"), MC_STORE_TEMP);
+	assert_non_null(strstr(mc_store_error(st), "database unavailable"));
+	assert_int_equal(mc_store_ping(st), MC_STORE_TEMP);
+	assert_true(time(NULL) - t0 < 10);
+	mc_store_free(st);
+	mc_config_free(&bad);
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_accounts),
+		cmocka_unit_test(test_bodies),
+		cmocka_unit_test(test_locks),
+		cmocka_unit_test(test_lock_races),
+		cmocka_unit_test(test_queue_claims),
+		cmocka_unit_test(test_queue_operator),
+		cmocka_unit_test(test_unreachable),
+	};
+
+	return cmocka_run_group_tests_name("store", tests, setup, teardown);
+}
