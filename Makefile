@@ -36,6 +36,8 @@ UNIT_BIN   := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
 GO_SRC     := $(wildcard devdb/*.go) devdb/go.mod devdb/go.sum
 
+# Sanitizer builds keep their programs under build/san/bin; the tests use
+# them when MAILCELL_BUILD=build/san.
 ifeq ($(SAN),1)
 PROGRAMS := $(BUILD)/bin/mailcell
 else
@@ -83,7 +85,7 @@ unit: $(UNIT_BIN)
 
 check: deps
 	@$(MAKE) --no-print-directory all
-	@scripts/check.sh
+	@BUILD=$(BUILD) scripts/check.sh
 
 run: deps
 	@$(MAKE) --no-print-directory all

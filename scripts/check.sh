@@ -8,7 +8,7 @@ cd "$top"
 build=${BUILD:-build/rel}
 
 tmp=$(mktemp -d /tmp/mailcell-check.XXXXXX)
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+port=$(/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 cleanup() { scripts/devdb.sh stop "$tmp" || true; rm -rf "$tmp"; }
 trap cleanup EXIT INT TERM
 
@@ -20,7 +20,7 @@ echo "== C unit tests ($build)"
 scripts/run-unit.sh "$build"/tests/test_* || status=1
 
 echo "== end-to-end tests (pytest)"
-MAILCELL_BUILD="$build" python3 -m pytest -q -p no:cacheprovider tests/e2e "$@" || status=1
+MAILCELL_BUILD="$build" /usr/bin/python3 -m pytest -q -p no:cacheprovider tests/e2e "$@" || status=1
 
 if [ $status -eq 0 ]; then echo "make check: all tests passed"; else echo "make check: FAILED"; fi
 exit $status

@@ -2,11 +2,12 @@
 # install-deps.sh - installs the Debian packages mailcell needs to build, run
 # and test, and only those that are missing (a no-op when all are there).
 # Called by `make check` and `make run`; usable alone. Needs root for apt-get.
+# Tests run with Debian's /usr/bin/python3, which sees these packages.
 set -eu
 
 PACKAGES="pkg-config gcc make clang libssl-dev openssl libmongoc-dev libbson-dev
 libspf2-dev libopendkim-dev libopendmarc-dev libsystemd-dev libcrypt-dev
-libcmocka-dev python3 python3-pytest swaks publicsuffix valgrind ca-certificates"
+libcmocka-dev python3 python3-pytest python3-pymongo swaks publicsuffix valgrind ca-certificates"
 
 missing=""
 for p in $PACKAGES; do

@@ -1,0 +1,144 @@
+"""End-to-end tests of the operator tool bin/mailcell against a real dev
+database: domains, users (hashed passwords read from stdin), aliases, the
+queue and mailboxes, as an operator would use them from a shell."""
+import pymongo
+
+
+def test_domains(mailcell):
+    assert mailcell.ok("domain", "list") == ""
+    mailcell.ok("domain", "add", "example.org")
+    mailcell.ok("domain", "add", "Other.Example")
+    assert mailcell.ok("domain", "list").splitlines() == ["example.org", "other.example"]
+    r = mailcell("domain", "add", "example.org")
+    assert r.returncode != 0 and "already exists" in r.stderr
+    r = mailcell("domain", "add", "bad..domain")
+    assert r.returncode != 0 and "not a valid domain" in r.stderr
+    mailcell.ok("domain", "remove", "other.example")
+    assert mailcell.ok("domain", "list").splitlines() == ["example.org"]
+    r = mailcell("domain", "remove", "other.example")
+    assert r.returncode == 1 and "not found" in r.stderr
+
+
+def test_users(mailcell, devdb, dbname):
+    mailcell.ok("domain", "add", "example.org")
+    mailcell.ok("user", "add", "Alice@Example.ORG", "--name", "Alice Liddell",
+                input="wonder land\n")
+    mailcell.ok("user", "add", "bob@example.org", input="builder")
+    lines = mailcell.ok("user", "list").splitlines()
+    assert lines == ["alice@example.org\tenabled\tAlice Liddell",
+                     "bob@example.org\tenabled\t"]
+    # Stored as a yescrypt hash, never as the password itself.
+    doc = pymongo.MongoClient(devdb.uri)[dbname].users.find_one({"_id": "alice@example.org"})
+    assert doc["password"].startswith("$y$")
+    assert "wonder" not in doc["password"]
+
+    r = mailcell("user", "add", "alice@example.org", input="again\n")
+    assert r.returncode == 1 and "already exists" in r.stderr
+    r = mailcell("user", "add", "carol@unknown.example", input="pw\n")
+    assert r.returncode == 1 and "not a local domain" in r.stderr
+    for bad in ("no-at-sign", "a@b@c", "<x@example.org>", "x@", "@example.org",
+                "sp ace@example.org", "x@[192.0.2.1]"):
+        r = mailcell("user", "add", bad, input="pw\n")
+        assert r.returncode == 1 and "not a valid address" in r.stderr, bad
+    r = mailcell("user", "add", "dave@example.org", input="")
+    assert r.returncode == 1 and "empty password" in r.stderr
+    # There is no way to give a password in argv.
+    r = mailcell("user", "add", "dave@example.org", "--password", "x")
+    assert r.returncode == 2
+
+
+def test_user_passwd_and_state(mailcell, devdb, dbname):
+    users = pymongo.MongoClient(devdb.uri)[dbname].users
+    mailcell.ok("domain", "add", "example.org")
+    mailcell.ok("user", "add", "alice@example.org", input="first\n")
+    before = users.find_one({"_id": "alice@example.org"})["password"]
+    mailcell.ok("user", "passwd", "alice@example.org", input="second\n")
+    after = users.find_one({"_id": "alice@example.org"})["password"]
+    assert before != after and after.startswith("$y$")
+    r = mailcell("user", "passwd", "ghost@example.org", input="x\n")
+    assert r.returncode == 1 and "no such user" in r.stderr
+    mailcell.ok("user", "disable", "alice@example.org")
+    assert mailcell.ok("user", "list") == "alice@example.org\tdisabled\t\n"
+    mailcell.ok("user", "enable", "alice@example.org")
+    r = mailcell("domain", "remove", "example.org")
+    assert r.returncode == 1 and "remove them first" in r.stderr
+    mailcell.ok("user", "remove", "alice@example.org")
+    mailcell.ok("domain", "remove", "example.org")
+
+
+def test_aliases(mailcell):
+    mailcell.ok("domain", "add", "example.org")
+    mailcell.ok("user", "add", "alice@example.org", input="pw\n")
+    mailcell.ok("alias", "add", "team@example.org", "alice@example.org", "x@remote.example")
+    mailcell.ok("alias", "add", "team@example.org", "y@remote.example", "alice@example.org")
+    mailcell.ok("alias", "add", "postmaster@example.org", "alice@example.org")
+    assert mailcell.ok("alias", "list").splitlines() == [
+        "postmaster@example.org\talice@example.org",
+        "team@example.org\talice@example.org, x@remote.example, y@remote.example"]
+    r = mailcell("alias", "add", "alice@example.org", "bob@example.org")
+    assert r.returncode == 1 and "already exists as a user" in r.stderr
+    r = mailcell("alias", "add", "x@elsewhere.example", "alice@example.org")
+    assert r.returncode == 1 and "not a local domain" in r.stderr
+    r = mailcell("alias", "add", "z@example.org", "not an address")
+    assert r.returncode == 1 and "not a valid address" in r.stderr
+    r = mailcell("alias", "add", "z@example.org")
+    assert r.returncode == 2
+    mailcell.ok("alias", "remove", "team@example.org")
+    assert mailcell.ok("alias", "list") == "postmaster@example.org\talice@example.org\n"
+    r = mailcell("alias", "remove", "team@example.org")
+    assert r.returncode == 1 and "not found" in r.stderr
+
+
+def test_queue_and_mailbox(mailcell, devdb, dbname):
+    """Queue items made the way a submission session will make them."""
+    db = pymongo.MongoClient(devdb.uri)[dbname]
+    assert mailcell.ok("queue", "list") == ""
+    import datetime
+    from bson import ObjectId
+    now = datetime.datetime.now(datetime.timezone.utc)
+    item = ObjectId()
+    db.outbound.insert_one({"_id": item, "state": "queued", "created": now,
+                            "next_attempt": now, "lease_until": now, "attempts": 0,
+                            "sender": "alice@example.org",
+                            "recipients": [{"address": "x@remote.example", "state": "pending"},
+                                           {"address": "y@remote.example", "state": "pending"}],
+                            "body": ObjectId(), "log": []})
+    line = mailcell.ok("queue", "list").rstrip("\n")
+    fields = line.split("\t")
+    assert fields[0] == str(item) and fields[1] == "queued"
+    assert fields[3] == "<alice@example.org>"
+    assert fields[4] == "x@remote.example,y@remote.example"
+    assert "x@remote.example" in mailcell.ok("queue", "show", str(item))
+    mailcell.ok("queue", "hold", str(item))
+    assert mailcell.ok("queue", "list").split("\t")[1] == "held"
+    r = mailcell("queue", "retry", str(item))
+    assert r.returncode == 1 and "held" in r.stderr
+    mailcell.ok("queue", "release", str(item))
+    assert mailcell.ok("queue", "list").split("\t")[1] == "queued"
+    mailcell.ok("queue", "retry", str(item))
+    mailcell.ok("queue", "delete", str(item))
+    assert mailcell.ok("queue", "list") == ""
+    r = mailcell("queue", "show", str(item))
+    assert r.returncode == 1 and "no such queue item" in r.stderr
+    r = mailcell("queue", "show", "zzz")
+    assert r.returncode == 1 and "malformed id" in r.stderr
+
+    mailcell.ok("domain", "add", "example.org")
+    mailcell.ok("user", "add", "alice@example.org", input="pw\n")
+    assert mailcell.ok("mailbox", "list", "alice@example.org") == ""
+    db.messages.insert_one({"mailbox": "alice@example.org", "uidl": "u1", "size": 1234,
+                            "received": now, "body": ObjectId(), "sender": "bob@x.example",
+                            "quarantined": False})
+    fields = mailcell.ok("mailbox", "list", "alice@example.org").rstrip("\n").split("\t")
+    assert fields[1] == "1234" and fields[3] == "<bob@x.example>"
+    r = mailcell("mailbox", "list", "ghost@example.org")
+    assert r.returncode == 1 and "no such user" in r.stderr
+
+
+def test_usage_errors(mailcell):
+    for args in ([], ["frobnicate"], ["domain"], ["domain", "add"], ["user", "list", "x"],
+                 ["queue", "show"], ["mailbox", "list"]):
+        r = mailcell(*args)
+        assert r.returncode == 2, args
+        assert "usage: mailcell" in r.stderr
+        assert r.stdout == ""
