@@ -48,6 +48,9 @@ static const struct key_desc keys[] = {
 };
 #define NKEYS (sizeof(keys) / sizeof(keys[0]))
 
+static void seterr(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
 static void
 seterr(char *err, size_t errlen, const char *fmt, ...)
 {
