@@ -45,3 +45,23 @@ def test_devdb_usage():
     from conftest import DEVDB
     r = subprocess.run([str(DEVDB)], capture_output=True, text=True)
     assert r.returncode == 2 and "usage: mailcell-devdb --listen HOST:PORT --dir DIR" in r.stderr
+
+
+def test_stalled_database_is_a_bounded_temporary_error(tmp_path):
+    """A database that accepts connections but never answers (stopped with
+    SIGSTOP) must not hang the tool: db_timeout bounds the wait."""
+    import signal
+    db = DevDB(tmp_path)
+    try:
+        m = Mailcell(write_conf(tmp_path / "m.conf", db.uri, "stalled"))
+        m.ok("domain", "add", "example.org")
+        db.proc.send_signal(signal.SIGSTOP)
+        t0 = time.time()
+        r = m("domain", "list", timeout=60)
+        took = time.time() - t0
+        assert r.returncode == 75, (r.returncode, r.stderr)
+        assert "database unavailable" in r.stderr
+        assert took < 15
+    finally:
+        db.proc.send_signal(signal.SIGCONT)
+        assert db.stop() == 0
