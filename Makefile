@@ -30,6 +30,8 @@ LIBCOMMON  := $(BUILD)/libmailcell.a
 
 ADMIN_SRC  := $(wildcard admin/*.c)
 ADMIN_OBJ  := $(ADMIN_SRC:%.c=$(BUILD)/%.o)
+SMTP_SRC   := $(wildcard smtp-session/*.c)
+SMTP_OBJ   := $(SMTP_SRC:%.c=$(BUILD)/%.o)
 
 UNIT_SRC   := $(wildcard tests/unit/test_*.c)
 UNIT_BIN   := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
@@ -39,10 +41,11 @@ GO_SRC     := $(wildcard devdb/*.go) devdb/go.mod devdb/go.sum
 # Sanitizer builds keep their programs under build/san/bin; the tests use
 # them when MAILCELL_BUILD=build/san.
 ifeq ($(SAN),1)
-PROGRAMS := $(BUILD)/bin/mailcell
+BINDIR := $(BUILD)/bin
 else
-PROGRAMS := bin/mailcell
+BINDIR := bin
 endif
+PROGRAMS := $(BINDIR)/mailcell $(BINDIR)/smtp-session
 
 .PHONY: all deps check unit e2e run stop clean install uninstall devdb
 .SUFFIXES:
@@ -53,7 +56,7 @@ all: $(PROGRAMS) bin/mailcell-devdb $(UNIT_BIN)
 deps:
 	@scripts/install-deps.sh
 
-$(BUILD)/%.o: %.c $(wildcard common/*.h)
+$(BUILD)/%.o: %.c $(wildcard common/*.h smtp-session/*.h)
 	@mkdir -p $(@D)
 	$(CC) $(ALL_CFLAGS) -c -o $@ $<
 
@@ -62,13 +65,13 @@ $(LIBCOMMON): $(COMMON_OBJ)
 	rm -f $@
 	ar rcs $@ $^
 
-bin/mailcell: $(ADMIN_OBJ) $(LIBCOMMON)
+$(BINDIR)/mailcell: $(ADMIN_OBJ) $(LIBCOMMON)
 	@mkdir -p $(@D)
 	$(CC) $(ALL_LDFLAGS) -o $@ $(ADMIN_OBJ) $(LIBCOMMON) $(PKG_LIBS)
 
-$(BUILD)/bin/mailcell: $(ADMIN_OBJ) $(LIBCOMMON)
+$(BINDIR)/smtp-session: $(SMTP_OBJ) $(LIBCOMMON)
 	@mkdir -p $(@D)
-	$(CC) $(ALL_LDFLAGS) -o $@ $(ADMIN_OBJ) $(LIBCOMMON) $(PKG_LIBS)
+	$(CC) $(ALL_LDFLAGS) -o $@ $(SMTP_OBJ) $(LIBCOMMON) $(PKG_LIBS)
 
 $(BUILD)/tests/%: tests/unit/%.c $(LIBCOMMON)
 	@mkdir -p $(@D)
@@ -100,9 +103,10 @@ clean:
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/mailcell
 	install -m 0755 bin/mailcell $(DESTDIR)$(PREFIX)/bin/mailcell
+	install -m 0755 bin/smtp-session $(DESTDIR)$(PREFIX)/bin/smtp-session
 	install -d $(DESTDIR)/etc/mailcell
 	install -m 0644 units/mailcell.conf.example $(DESTDIR)$(PREFIX)/share/mailcell/mailcell.conf.example
 
 uninstall:
-	rm -f $(DESTDIR)$(PREFIX)/bin/mailcell
+	rm -f $(DESTDIR)$(PREFIX)/bin/mailcell $(DESTDIR)$(PREFIX)/bin/smtp-session
 	rm -rf $(DESTDIR)$(PREFIX)/share/mailcell

@@ -14,7 +14,8 @@
 #include <string.h>
 #include <unistd.h>
 
-enum key_type { K_STR, K_BOOL, K_SIZE, K_UINT, K_SECONDS, K_LOGTARGET, K_HOSTPORT, K_WCONCERN };
+enum key_type { K_STR, K_BOOL, K_SIZE, K_UINT, K_SECONDS, K_LOGTARGET, K_HOSTPORT, K_WCONCERN,
+	K_VRFY };
 
 struct key_desc {
 	const char *name;
@@ -42,7 +43,10 @@ static const struct key_desc keys[] = {
 	{ "write_journal",        K_BOOL,      OFF(write_journal),     "yes", 0, 1, 0 },
 	{ "db_timeout",           K_SECONDS,   OFF(db_timeout_ms),     "5", 1, 300, 0 },
 	{ "idle_timeout",         K_SECONDS,   OFF(idle_timeout),      "300", 1, 86400, 0 },
-	{ "max_errors",           K_UINT,      OFF(max_errors),        "10", 1, 1000, 0 },
+	{ "max_errors",           K_UINT,      OFF(max_errors),        "20", 1, 1000, 0 },
+	{ "max_command_line",     K_UINT,      OFF(max_command_line),  "512", 512, 16384, 0 },
+	{ "vrfy_policy",          K_VRFY,      OFF(vrfy_policy),       "auth", 0, 0, 0 },
+	{ "postmaster",           K_STR,       OFF(postmaster),        "", 0, 0, 1 },
 	{ "log_target",           K_LOGTARGET, OFF(log_target),        "auto", 0, 0, 0 },
 	{ "log_debug",            K_BOOL,      OFF(log_debug),         "no", 0, 1, 0 },
 };
@@ -167,6 +171,7 @@ type_hint(enum key_type t)
 	case K_LOGTARGET: return "expected auto, journal or stderr";
 	case K_HOSTPORT: return "expected empty, host, host:port or [host]:port";
 	case K_WCONCERN: return "expected majority or a number of nodes";
+	case K_VRFY: return "expected auth, open or closed";
 	case K_STR: break;
 	}
 	return "must not be empty";
@@ -232,6 +237,12 @@ set_value(struct mc_config *cfg, const struct key_desc *k, const char *v, const 
 		if (parse_bool(v, &b) != 0)
 			return -1;
 		*(int *)((char *)cfg + k->off) = b;
+		return 0;
+	case K_VRFY:
+		if (strcmp(v, "auth") == 0) cfg->vrfy_policy = MC_VRFY_AUTH;
+		else if (strcmp(v, "open") == 0) cfg->vrfy_policy = MC_VRFY_OPEN;
+		else if (strcmp(v, "closed") == 0) cfg->vrfy_policy = MC_VRFY_CLOSED;
+		else return -1;
 		return 0;
 	case K_LOGTARGET:
 		if (strcmp(v, "auto") == 0) cfg->log_target = MC_LOG_AUTO;

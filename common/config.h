@@ -12,6 +12,7 @@
 #define MC_CONFIG_DEFAULT_PATH "/etc/mailcell/mailcell.conf"
 
 enum mc_log_target { MC_LOG_AUTO, MC_LOG_JOURNAL, MC_LOG_STDERR };
+enum mc_vrfy_policy { MC_VRFY_AUTH, MC_VRFY_OPEN, MC_VRFY_CLOSED };
 
 struct mc_config {
 	char path[4096];          /* the file this came from */
@@ -30,6 +31,9 @@ struct mc_config {
 	unsigned db_timeout_ms;   /* connect/server selection/socket bound */
 	unsigned idle_timeout;    /* seconds without input before a session ends */
 	unsigned max_errors;      /* protocol errors before a session is dropped */
+	unsigned max_command_line; /* octets including CRLF (RFC 5321: at least 512) */
+	enum mc_vrfy_policy vrfy_policy; /* who gets real VRFY/EXPN answers */
+	char *postmaster;         /* where <postmaster> goes ("" = postmaster@first domain) */
 	enum mc_log_target log_target;
 	int log_debug;
 };

@@ -103,6 +103,9 @@ enum mc_store_status mc_store_deliver(struct mc_store *st, const char *body_id,
     uint64_t size, const char *const *mailboxes, size_t n,
     const struct mc_message_meta *meta);
 
+/* Removes every mailbox entry of this body (undoing mc_store_deliver). */
+enum mc_store_status mc_store_undeliver(struct mc_store *st, const char *body_id);
+
 struct mc_message_info {
 	char id[MC_ID_LEN + 1];
 	char uidl[MC_ID_LEN + 1];

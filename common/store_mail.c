@@ -244,6 +244,27 @@ mc_store_deliver(struct mc_store *st, const char *body_id, uint64_t size,
 	return s;
 }
 
+enum mc_store_status
+mc_store_undeliver(struct mc_store *st, const char *body_id)
+{
+	mongoc_collection_t *c;
+	bson_t *f;
+	bson_oid_t body;
+	bson_error_t e;
+	enum mc_store_status s;
+
+	if ((s = mc_store_oid(st, body_id, &body)) != MC_STORE_OK)
+		return s;
+	if ((c = mc_store_coll(st, "messages")) == NULL)
+		return MC_STORE_TEMP;
+	f = BCON_NEW("body", BCON_OID(&body));
+	if (!mongoc_collection_delete_many(c, f, NULL, NULL, &e))
+		s = mc_store_fail(st, &e, "removing message entries");
+	bson_destroy(f);
+	mongoc_collection_destroy(c);
+	return s;
+}
+
 static void
 info_from_doc(const bson_t *doc, struct mc_message_info *m)
 {
