@@ -11,13 +11,33 @@ port=${MAILCELL_DEVDB_PORT:-27017}
 conf="$var/mailcell.conf"
 etc=/etc/mailcell/mailcell.conf
 
+# One socket-activated listener: a session process per connection, as in production.
+start_listener() { # name port args...
+	name=$1 lport=$2
+	shift 2
+	stop_listener "$name"
+	nohup systemd-socket-activate -l "127.0.0.1:$lport" --inetd -a "$top/bin/$@" \
+		>>"$var/log/$name.log" 2>&1 </dev/null &
+	echo $! >"$var/run/$name.pid"
+}
+
+stop_listener() {
+	if [ -f "$var/run/$1.pid" ]; then
+		kill "$(cat "$var/run/$1.pid")" 2>/dev/null || true
+		rm -f "$var/run/$1.pid"
+	fi
+}
+
+LISTENERS="smtp submission submissions"
+
 if [ "${1:-}" = stop ]; then
+	for l in $LISTENERS; do stop_listener "$l"; done
 	scripts/devdb.sh stop "$var/devdb"
-	echo "mailcell: stopped the dev database"
+	echo "mailcell: stopped the listeners and the dev database"
 	exit 0
 fi
 
-mkdir -p "$var/devdb" "$var/tls"
+mkdir -p "$var/devdb" "$var/tls" "$var/run" "$var/log"
 if [ ! -f "$conf" ]; then
 	cat >"$conf" <<CONF
 # Written by 'make run' for the development server; see units/mailcell.conf.example.
@@ -51,6 +71,13 @@ if ! bin/mailcell user list | cut -f1 | grep -qx demo@example.test; then
 	chmod 600 "$var/demo-password"
 fi
 
+bin/mailcell alias list | cut -f1 | grep -qx postmaster@example.test ||
+	bin/mailcell alias add postmaster@example.test demo@example.test
+
+start_listener smtp 2525 smtp-session -c "$conf"
+start_listener submission 2587 smtp-session -c "$conf" --submission
+start_listener submissions 2465 smtp-session -c "$conf" --tls --submission
+
 note=""
 if [ ! -e "$etc" ] && [ "$(id -u)" = 0 ]; then
 	mkdir -p /etc/mailcell
@@ -64,7 +91,10 @@ cat <<INFO
 
 mailcell development server is running.
 
-Listening:
+Listening (one session process per connection, started by systemd-socket-activate):
+  127.0.0.1:2525    SMTP (MX mode: mail for local domains from anyone)
+  127.0.0.1:2587    submission (AUTH required; STARTTLS with a self-signed certificate)
+  127.0.0.1:2465    submissions (implicit TLS, AUTH required)
   127.0.0.1:$port   dev database (mailcell-devdb: FerretDB on SQLite, data in $var/devdb/data)
 
 Configuration: $conf
@@ -73,9 +103,12 @@ Demo domain:   example.test
 Demo user:     demo@example.test   password: $(cat "$var/demo-password")
 
 Try:
+  swaks --server 127.0.0.1:2525 --from someone@example.org --to demo@example.test
+  swaks --server 127.0.0.1:2587 --tls --auth-user demo@example.test \\
+        --auth-password "\$(cat $var/demo-password)" --from demo@example.test --to demo@example.test
   export MAILCELL_CONFIG=$conf
+  bin/mailcell mailbox list demo@example.test
   bin/mailcell user list
-  bin/mailcell domain list
-  make stop          # stops the dev database
-Logs: $var/devdb/devdb.log
+  make stop          # stops the listeners and the dev database
+Logs: $var/log/ (sessions), $var/devdb/devdb.log
 INFO
