@@ -49,8 +49,6 @@ tls_key = $var/tls/key.pem
 templates_dir = $top/templates
 # Plain-text AUTH is for loopback testing only; never in production.
 allow_plaintext_auth = yes
-# The dev database is a single node: acknowledge once written.
-write_concern = 1
 log_target = stderr
 CONF
 fi
