@@ -63,6 +63,10 @@ enum mc_store_status mc_store_user_get(struct mc_store *st, const char *address,
 enum mc_store_status mc_store_user_list(struct mc_store *st,
     void (*cb)(void *ctx, const struct mc_user *u), void *ctx);
 
+/* The first user (by address) of a domain: MC_STORE_NOTFOUND if it has none. */
+enum mc_store_status mc_store_domain_first_user(struct mc_store *st, const char *domain,
+    struct mc_user *out);
+
 /* Adds targets to the alias (creating it); the address's domain must be local. */
 enum mc_store_status mc_store_alias_add(struct mc_store *st, const char *address,
     const char *const *targets, size_t ntargets);

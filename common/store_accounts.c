@@ -291,6 +291,35 @@ mc_store_user_get(struct mc_store *st, const char *address, struct mc_user *out)
 }
 
 enum mc_store_status
+mc_store_domain_first_user(struct mc_store *st, const char *domain, struct mc_user *out)
+{
+	mongoc_collection_t *c = mc_store_coll(st, "users");
+	bson_t *f, *opts;
+	mongoc_cursor_t *cur;
+	const bson_t *doc;
+	bson_error_t e;
+	enum mc_store_status s;
+
+	if (c == NULL)
+		return MC_STORE_TEMP;
+	f = BCON_NEW("domain", BCON_UTF8(domain), "disabled", BCON_BOOL(false));
+	opts = BCON_NEW("sort", "{", "_id", BCON_INT32(1), "}", "limit", BCON_INT64(1));
+	cur = mongoc_collection_find_with_opts(c, f, opts, NULL);
+	if (mongoc_cursor_next(cur, &doc)) {
+		user_from_doc(doc, out);
+		s = MC_STORE_OK;
+	} else if (mongoc_cursor_error(cur, &e))
+		s = mc_store_fail(st, &e, "users");
+	else
+		s = mc_store_seterr(st, MC_STORE_NOTFOUND, "%s: no users", domain);
+	mongoc_cursor_destroy(cur);
+	bson_destroy(opts);
+	bson_destroy(f);
+	mongoc_collection_destroy(c);
+	return s;
+}
+
+enum mc_store_status
 mc_store_user_list(struct mc_store *st, void (*cb)(void *, const struct mc_user *), void *ctx)
 {
 	struct user_cb c = { cb, ctx, 0, NULL };

@@ -173,10 +173,39 @@ temp_failure(struct session *s)
 	reply(s, 451, "4.3.0", "Temporary lookup failure, try again later");
 }
 
+/*
+ * RFC 5321 4.5.1: postmaster@ every local domain must be accepted. When no
+ * such user or alias exists, the domain's first user receives it (logged),
+ * so that such mail is neither refused nor lost.
+ */
+static enum resolve
+resolve_postmaster(struct session *s, const char *key)
+{
+	const char *at = strrchr(key, '@');
+	struct mc_user u;
+	enum mc_store_status st;
+
+	if (at == NULL)
+		return R_UNKNOWN;
+	st = mc_store_domain_first_user(s->st, at + 1, &u);
+	if (st == MC_STORE_TEMP)
+		return R_TEMP;
+	if (st != MC_STORE_OK)
+		return R_UNKNOWN;
+	mc_log(MC_LOG_WARNING, "%s is not configured; delivering to %s (add an alias)", key,
+	    u.address);
+	return add_unique(&s->txn.mailboxes, &s->txn.nmailboxes, u.address) == 0 ? R_OK
+	    : R_TOO_MANY;
+}
+
 static void
 rcpt_local(struct session *s, const char *key, const char *shown)
 {
-	switch (resolve(s, key, 0)) {
+	enum resolve r = resolve(s, key, 0);
+
+	if (r == R_UNKNOWN && strncmp(key, "postmaster@", 11) == 0)
+		r = resolve_postmaster(s, key);
+	switch (r) {
 	case R_OK:
 		remember_rcpt(s, shown);
 		return;
