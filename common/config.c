@@ -43,6 +43,7 @@ static const struct key_desc keys[] = {
 	{ "write_journal",        K_BOOL,      OFF(write_journal),     "yes", 0, 1, 0 },
 	{ "db_timeout",           K_SECONDS,   OFF(db_timeout_ms),     "5", 1, 300, 0 },
 	{ "idle_timeout",         K_SECONDS,   OFF(idle_timeout),      "300", 1, 86400, 0 },
+	{ "pop3_idle_timeout",    K_SECONDS,   OFF(pop3_idle_timeout), "600", 1, 86400, 0 },
 	{ "max_errors",           K_UINT,      OFF(max_errors),        "20", 1, 1000, 0 },
 	{ "max_command_line",     K_UINT,      OFF(max_command_line),  "512", 512, 16384, 0 },
 	{ "vrfy_policy",          K_VRFY,      OFF(vrfy_policy),       "auth", 0, 0, 0 },

@@ -29,7 +29,8 @@ struct mc_config {
 	char *write_concern;      /* "majority" or a number of nodes */
 	int write_journal;        /* j: true */
 	unsigned db_timeout_ms;   /* connect/server selection/socket bound */
-	unsigned idle_timeout;    /* seconds without input before a session ends */
+	unsigned idle_timeout;    /* seconds without input before an SMTP session ends */
+	unsigned pop3_idle_timeout; /* the same for POP3 (RFC 1939: at least 10 minutes) */
 	unsigned max_errors;      /* protocol errors before a session is dropped */
 	unsigned max_command_line; /* octets including CRLF (RFC 5321: at least 512) */
 	enum mc_vrfy_policy vrfy_policy; /* who gets real VRFY/EXPN answers */

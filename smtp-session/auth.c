@@ -10,40 +10,10 @@
 #include <strings.h>
 #include <time.h>
 
-#include <openssl/evp.h>
-
-#include "address.h"
 #include "log.h"
-#include "password.h"
+#include "sasl.h"
 
 #define AUTH_LINE_MAX 12286   /* RFC 4954 4: 12288 octets with CRLF */
-
-/* Strict base64 decode; returns the length, or -1 if s is not base64. */
-static int
-b64_decode(const char *s, size_t n, unsigned char *out, size_t outcap)
-{
-	int len, pad = 0;
-
-	if (n % 4 != 0 || n / 4 * 3 > outcap)
-		return -1;
-	for (size_t i = 0; i < n; i++) {
-		char c = s[i];
-		int ok = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
-		    c == '+' || c == '/';
-		if (c == '=' && i >= n - 2) {
-			pad++;
-			if (i == n - 2 && s[n - 1] != '=')
-				return -1;
-			continue;
-		}
-		if (!ok)
-			return -1;
-	}
-	if (n == 0)
-		return 0;
-	len = EVP_DecodeBlock(out, (const unsigned char *)s, (int)n);
-	return len < 0 ? -1 : len - pad;
-}
 
 enum { RESP_OK, RESP_CANCEL, RESP_BAD, RESP_GONE };
 
@@ -66,34 +36,8 @@ challenge(struct session *s, const char *prompt, unsigned char *out, size_t cap,
 	}
 	if (len == 1 && line[0] == '*')
 		return RESP_CANCEL;
-	*outlen = b64_decode(line, len, out, cap);
+	*outlen = mc_b64_decode(line, len, out, cap);
 	return *outlen < 0 ? RESP_BAD : RESP_OK;
-}
-
-/* Checks user/password; 1 ok, 0 wrong, -1 temporary failure. */
-static int
-check_credentials(struct session *s, const char *user, const char *password, char *key,
-    size_t keycap)
-{
-	struct mc_address a;
-	struct mc_user u;
-	enum mc_store_status st;
-
-	if (mc_addr_parse_mailbox(user, MC_ADDR_ALLOW_UTF8, &a) != MC_ADDR_OK ||
-	    mc_addr_key(&a, key, keycap) != 0) {
-		(void)mc_password_verify(password, NULL);
-		return 0;
-	}
-	st = mc_store_user_get(s->st, key, &u);
-	if (st == MC_STORE_TEMP) {
-		mc_log(MC_LOG_ERR, "AUTH lookup failed: %s", mc_store_error(s->st));
-		return -1;
-	}
-	if (st != MC_STORE_OK) {
-		(void)mc_password_verify(password, NULL);
-		return 0;
-	}
-	return mc_password_verify(password, u.password) && !u.disabled;
 }
 
 static void
@@ -119,13 +63,14 @@ static void
 finish(struct session *s, const char *user, const char *password)
 {
 	char key[600];
-	int r = check_credentials(s, user, password, key, sizeof(key));
+	enum mc_login r = mc_login_check(s->st, user, password, key, sizeof(key));
 
-	if (r < 0) {
+	if (r == MC_LOGIN_TEMP) {
+		mc_log(MC_LOG_ERR, "AUTH lookup failed: %s", mc_store_error(s->st));
 		reply(s, 454, "4.7.0", "Temporary authentication failure");
 		return;
 	}
-	if (r == 0) {
+	if (r != MC_LOGIN_OK) {
 		auth_failed(s, user);
 		return;
 	}
@@ -146,44 +91,26 @@ response_error(struct session *s, int r)
 	return -1;
 }
 
-/* PLAIN: [authzid] NUL authcid NUL passwd, in buf[0..n) with buf[n] == NUL. */
-static int
-split_plain(const unsigned char *buf, size_t n, const char **authz, const char **user,
-    const char **pw)
-{
-	const unsigned char *nul1 = memchr(buf, '\0', n), *nul2;
-
-	if (nul1 == NULL)
-		return -1;
-	nul2 = memchr(nul1 + 1, '\0', n - (size_t)(nul1 + 1 - buf));
-	if (nul2 == NULL || memchr(nul2 + 1, '\0', n - (size_t)(nul2 + 1 - buf)) != NULL)
-		return -1;
-	*authz = (const char *)buf;
-	*user = (const char *)nul1 + 1;
-	*pw = (const char *)nul2 + 1;
-	return 0;
-}
-
+/* PLAIN (RFC 4616): [authzid] NUL authcid NUL passwd. */
 static void
 auth_plain(struct session *s, const char *initial)
 {
 	unsigned char buf[AUTH_LINE_MAX];
 	int n, r = RESP_OK;
-	const char *authz, *user, *pw;
+	const char *user, *pw;
 
 	if (initial == NULL)
 		r = challenge(s, "", buf, sizeof(buf) - 1, &n);
 	else if (strcmp(initial, "=") == 0)
 		n = 0;
-	else if ((n = b64_decode(initial, strlen(initial), buf, sizeof(buf) - 1)) < 0)
+	else if ((n = mc_b64_decode(initial, strlen(initial), buf, sizeof(buf) - 1)) < 0)
 		r = RESP_BAD;
 	if (r != RESP_OK) {
 		response_error(s, r);
 		return;
 	}
 	buf[n] = '\0';
-	if (split_plain(buf, (size_t)n, &authz, &user, &pw) != 0 ||
-	    (*authz != '\0' && strcmp(authz, user) != 0)) {
+	if (mc_sasl_plain_split(buf, (size_t)n, &user, &pw) != 0) {
 		explicit_bzero(buf, sizeof(buf));
 		auth_failed(s, "?");
 		return;
@@ -199,7 +126,7 @@ auth_login(struct session *s, const char *initial)
 	int un, pn, r = RESP_OK;
 
 	if (initial != NULL) {
-		if ((un = b64_decode(initial, strlen(initial), user, sizeof(user) - 1)) < 0)
+		if ((un = mc_b64_decode(initial, strlen(initial), user, sizeof(user) - 1)) < 0)
 			r = RESP_BAD;
 	} else
 		r = challenge(s, "VXNlcm5hbWU6", user, sizeof(user) - 1, &un);   /* "Username:" */
