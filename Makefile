@@ -32,6 +32,8 @@ ADMIN_SRC  := $(wildcard admin/*.c)
 ADMIN_OBJ  := $(ADMIN_SRC:%.c=$(BUILD)/%.o)
 SMTP_SRC   := $(wildcard smtp-session/*.c)
 SMTP_OBJ   := $(SMTP_SRC:%.c=$(BUILD)/%.o)
+POP3_SRC   := $(wildcard pop3-session/*.c)
+POP3_OBJ   := $(POP3_SRC:%.c=$(BUILD)/%.o)
 
 UNIT_SRC   := $(wildcard tests/unit/test_*.c)
 UNIT_BIN   := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
@@ -45,7 +47,7 @@ BINDIR := $(BUILD)/bin
 else
 BINDIR := bin
 endif
-PROGRAMS := $(BINDIR)/mailcell $(BINDIR)/smtp-session
+PROGRAMS := $(BINDIR)/mailcell $(BINDIR)/smtp-session $(BINDIR)/pop3-session
 
 .PHONY: all deps check unit e2e run stop clean install uninstall devdb
 .SUFFIXES:
@@ -56,7 +58,7 @@ all: $(PROGRAMS) bin/mailcell-devdb $(UNIT_BIN)
 deps:
 	@scripts/install-deps.sh
 
-$(BUILD)/%.o: %.c $(wildcard common/*.h smtp-session/*.h)
+$(BUILD)/%.o: %.c $(wildcard common/*.h smtp-session/*.h pop3-session/*.h)
 	@mkdir -p $(@D)
 	$(CC) $(ALL_CFLAGS) -c -o $@ $<
 
@@ -72,6 +74,10 @@ $(BINDIR)/mailcell: $(ADMIN_OBJ) $(LIBCOMMON)
 $(BINDIR)/smtp-session: $(SMTP_OBJ) $(LIBCOMMON)
 	@mkdir -p $(@D)
 	$(CC) $(ALL_LDFLAGS) -o $@ $(SMTP_OBJ) $(LIBCOMMON) $(PKG_LIBS)
+
+$(BINDIR)/pop3-session: $(POP3_OBJ) $(LIBCOMMON)
+	@mkdir -p $(@D)
+	$(CC) $(ALL_LDFLAGS) -o $@ $(POP3_OBJ) $(LIBCOMMON) $(PKG_LIBS)
 
 $(BUILD)/tests/%: tests/unit/%.c $(LIBCOMMON)
 	@mkdir -p $(@D)
@@ -103,10 +109,11 @@ clean:
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/mailcell
 	install -m 0755 bin/mailcell $(DESTDIR)$(PREFIX)/bin/mailcell
-	install -m 0755 bin/smtp-session $(DESTDIR)$(PREFIX)/bin/smtp-session
+	install -m 0755 bin/smtp-session $(DESTDIR)$(PREFIX)/bin/smtp-session $(DESTDIR)$(PREFIX)/bin/pop3-session
+	install -m 0755 bin/pop3-session $(DESTDIR)$(PREFIX)/bin/pop3-session
 	install -d $(DESTDIR)/etc/mailcell
 	install -m 0644 units/mailcell.conf.example $(DESTDIR)$(PREFIX)/share/mailcell/mailcell.conf.example
 
 uninstall:
-	rm -f $(DESTDIR)$(PREFIX)/bin/mailcell $(DESTDIR)$(PREFIX)/bin/smtp-session
+	rm -f $(DESTDIR)$(PREFIX)/bin/mailcell $(DESTDIR)$(PREFIX)/bin/smtp-session $(DESTDIR)$(PREFIX)/bin/pop3-session
 	rm -rf $(DESTDIR)$(PREFIX)/share/mailcell

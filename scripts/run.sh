@@ -28,7 +28,7 @@ stop_listener() {
 	fi
 }
 
-LISTENERS="smtp submission submissions"
+LISTENERS="smtp submission submissions pop3 pop3s"
 
 if [ "${1:-}" = stop ]; then
 	for l in $LISTENERS; do stop_listener "$l"; done
@@ -75,6 +75,8 @@ bin/mailcell alias list | cut -f1 | grep -qx postmaster@example.test ||
 start_listener smtp 2525 smtp-session -c "$conf"
 start_listener submission 2587 smtp-session -c "$conf" --submission
 start_listener submissions 2465 smtp-session -c "$conf" --tls --submission
+start_listener pop3 1110 pop3-session -c "$conf"
+start_listener pop3s 1995 pop3-session -c "$conf" --tls
 
 note=""
 if [ ! -e "$etc" ] && [ "$(id -u)" = 0 ]; then
@@ -93,6 +95,8 @@ Listening (one session process per connection, started by systemd-socket-activat
   127.0.0.1:2525    SMTP (MX mode: mail for local domains from anyone)
   127.0.0.1:2587    submission (AUTH required; STARTTLS with a self-signed certificate)
   127.0.0.1:2465    submissions (implicit TLS, AUTH required)
+  127.0.0.1:1110    POP3 (STLS offered)
+  127.0.0.1:1995    POP3S (implicit TLS)
   127.0.0.1:$port   dev database (mailcell-devdb: FerretDB on SQLite, data in $var/devdb/data)
 
 Configuration: $conf
@@ -104,6 +108,8 @@ Try:
   swaks --server 127.0.0.1:2525 --from someone@example.org --to demo@example.test
   swaks --server 127.0.0.1:2587 --tls --auth-user demo@example.test \\
         --auth-password "\$(cat $var/demo-password)" --from demo@example.test --to demo@example.test
+  curl -s --user "demo@example.test:\$(cat $var/demo-password)" pop3://127.0.0.1:1110/1
+  curl -sk --user "demo@example.test:\$(cat $var/demo-password)" pop3s://127.0.0.1:1995/
   export MAILCELL_CONFIG=$conf
   bin/mailcell mailbox list demo@example.test
   bin/mailcell user list

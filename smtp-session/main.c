@@ -5,16 +5,14 @@
  */
 #include "session.h"
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
 #include <openssl/ssl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include "log.h"
+#include "remote.h"
 #include "tls.h"
 
 struct options {
@@ -48,51 +46,6 @@ parse_args(int argc, char **argv, struct options *o)
 			return -1;
 	}
 	return 0;
-}
-
-/* --remote-ip, TCPREMOTEIP (ucspi-tcp, s6), getpeername(0), REMOTE_ADDR, "unknown". */
-static void
-find_remote(const struct options *o, char *out, size_t cap)
-{
-	struct sockaddr_storage ss;
-	socklen_t len = sizeof(ss);
-	const char *env;
-
-	if (o->remote_ip != NULL && *o->remote_ip != '\0') {
-		snprintf(out, cap, "%s", o->remote_ip);
-		return;
-	}
-	if ((env = getenv("TCPREMOTEIP")) != NULL && *env != '\0') {
-		snprintf(out, cap, "%s", env);
-		return;
-	}
-	if (getpeername(0, (struct sockaddr *)&ss, &len) == 0) {
-		if (ss.ss_family == AF_INET &&
-		    inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, out, (socklen_t)cap))
-			return;
-		if (ss.ss_family == AF_INET6 &&
-		    inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, out, (socklen_t)cap)) {
-			if (strncmp(out, "::ffff:", 7) == 0 && strchr(out, '.') != NULL)
-				memmove(out, out + 7, strlen(out + 7) + 1);
-			return;
-		}
-	}
-	if ((env = getenv("REMOTE_ADDR")) != NULL && *env != '\0') {
-		snprintf(out, cap, "%s", env);
-		return;
-	}
-	snprintf(out, cap, "unknown");
-}
-
-/* Keep only characters that can be part of an address, so logs stay clean. */
-static void
-sanitize_ip(char *ip)
-{
-	for (char *p = ip; *p != '\0'; p++)
-		if (strchr("0123456789abcdefABCDEF.:", *p) == NULL && strcmp(ip, "unknown") != 0) {
-			snprintf(ip, 8, "unknown");
-			return;
-		}
 }
 
 static int
@@ -131,8 +84,7 @@ main(int argc, char **argv)
 	memset(&s, 0, sizeof(s));
 	s.cfg = &cfg;
 	s.submission = o.submission;
-	find_remote(&o, s.remote_ip, sizeof(s.remote_ip));
-	sanitize_ip(s.remote_ip);
+	mc_remote_ip(o.remote_ip, s.remote_ip, sizeof(s.remote_ip));
 	mc_log_set_remote(s.remote_ip);
 	if ((s.io = mc_io_new(0, 1, (int)cfg.idle_timeout * 1000)) == NULL ||
 	    (s.st = mc_store_new(&cfg)) == NULL) {
