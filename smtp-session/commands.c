@@ -17,6 +17,9 @@
 #include "log.h"
 #include "tls.h"
 
+static void vreply(struct session *s, int code, const char *enh, const char *fmt, va_list ap)
+    __attribute__((format(printf, 4, 0)));
+
 static void
 vreply(struct session *s, int code, const char *enh, const char *fmt, va_list ap)
 {
