@@ -21,6 +21,7 @@
 struct body {
 	struct mc_body_writer *w;
 	uint64_t size;          /* octets stored, trace headers included */
+	unsigned char last;     /* the last octet stored */
 	size_t len;
 	unsigned char buf[SINK_BUF];
 };
@@ -49,7 +50,10 @@ sink_put(struct body *b, const void *data, size_t len)
 {
 	const unsigned char *p = data;
 
+	if (len == 0)
+		return 0;
 	b->size += len;
+	b->last = p[len - 1];
 	while (len > 0) {
 		size_t room = SINK_BUF - b->len, n = len < room ? len : room;
 		memcpy(b->buf + b->len, p, n);
@@ -104,6 +108,26 @@ trace_headers(struct session *s, struct body *b, const char *qid)
 	return sink_put(b, hdr, (size_t)n);
 }
 
+/*
+ * BDAT text (not BINARYMIME): stored with CRLF line ends like DATA, so a bare
+ * LF becomes CR LF (RFC 3030 asks for canonical text; POP3 sizes stay exact).
+ */
+static int
+sink_put_text(struct body *b, const unsigned char *buf, size_t n)
+{
+	size_t from = 0;
+
+	for (size_t i = 0; i < n; i++) {
+		int prev_cr = i > 0 ? buf[i - 1] == '\r' : b->last == '\r';
+		if (buf[i] != '\n' || prev_cr)
+			continue;
+		if (sink_put(b, buf + from, i - from) != 0 || sink_put(b, "\r", 1) != 0)
+			return -1;
+		from = i;
+	}
+	return sink_put(b, buf + from, n - from);
+}
+
 /* Opens the body in the store and writes the trace headers; NULL on failure. */
 static struct body *
 body_begin(struct session *s, char *qid)
@@ -150,6 +174,12 @@ complete(struct session *s, const char *txn_qid)
 
 	snprintf(qid, sizeof(qid), "%s", txn_qid);
 	s->txn.body_sink = NULL;
+	/* A text message ends with a line end, so POP3 sends exactly the stored octets. */
+	if (s->txn.body != BODY_BINARYMIME && b->last != '\n' && sink_put(b, "\r\n", 2) != 0) {
+		body_abort(b);
+		goto fail;
+	}
+	size = b->size;
 	if (sink_flush(b) != 0) {
 		body_abort(b);
 		goto fail;
@@ -289,7 +319,8 @@ cmd_data(struct session *s, const char *arg)
 		txn_reset(s);
 		return;
 	}
-	reply(s, 354, "2.0.0", "End data with <CR><LF>.<CR><LF>");
+	/* RFC 3463 has no class 3: the intermediate reply carries no enhanced code. */
+	mc_io_printf(s->io, "354 End data with <CR><LF>.<CR><LF>\r\n");
 	if (read_data(s, &p) != 0) {
 		mc_log(MC_LOG_NOTICE, "id=%s connection lost during DATA; nothing stored", qid);
 		txn_reset(s);
@@ -339,7 +370,8 @@ read_chunk(struct session *s, uint64_t n, int keep, int *store_failed)
 		if (st != MC_IO_OK)
 			return -1;
 		n -= got;
-		if (keep && !*store_failed && sink_put(s->txn.body_sink, buf, got) != 0)
+		if (keep && !*store_failed && (s->txn.body == BODY_BINARYMIME
+		    ? sink_put(s->txn.body_sink, buf, got) : sink_put_text(s->txn.body_sink, buf, got)) != 0)
 			*store_failed = 1;
 	}
 	return 0;
