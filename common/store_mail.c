@@ -17,10 +17,18 @@ struct mc_body_writer {
 	uint64_t size;
 };
 
+/*
+ * Reads the chunks collection directly with a small batch size: the driver's
+ * download stream lets the server send up to 16 MB of chunks per batch,
+ * which made memory grow with the message.
+ */
 struct mc_body_reader {
 	struct mc_store *st;
-	mongoc_gridfs_bucket_t *bucket;
-	mongoc_stream_t *stream;
+	mongoc_collection_t *chunks;
+	mongoc_cursor_t *cur;
+	bson_t *chunk;          /* copy of the current chunk document */
+	const uint8_t *data;    /* its bytes not yet returned */
+	uint32_t left;
 };
 
 static void
@@ -140,45 +148,93 @@ mc_store_body_delete(struct mc_store *st, const char *body_id)
 	return s;
 }
 
+/* 1 if the body's files document exists (it is written last), 0 if not, -1 error. */
+static int
+body_exists(struct mc_store *st, const bson_oid_t *id)
+{
+	bson_t *f = BCON_NEW("_id", BCON_OID(id));
+	int r = mc_store_exists(st, "bodies.files", f);
+
+	bson_destroy(f);
+	return r;
+}
+
 enum mc_store_status
 mc_store_body_open(struct mc_store *st, const char *body_id, struct mc_body_reader **out)
 {
 	struct mc_body_reader *r;
-	bson_value_t v;
-	bson_error_t e;
+	bson_oid_t id;
+	bson_t *f, *opts;
 	enum mc_store_status s;
+	int exists;
 
 	*out = NULL;
-	v.value_type = BSON_TYPE_OID;
-	if ((s = mc_store_oid(st, body_id, &v.value.v_oid)) != MC_STORE_OK)
+	if ((s = mc_store_oid(st, body_id, &id)) != MC_STORE_OK)
 		return s;
+	if ((exists = body_exists(st, &id)) < 0)
+		return MC_STORE_TEMP;
+	if (exists == 0)
+		return mc_store_seterr(st, MC_STORE_NOTFOUND, "body %s: not found", body_id);
 	if ((r = calloc(1, sizeof(*r))) == NULL)
 		return mc_store_seterr(st, MC_STORE_TEMP, "out of memory");
 	r->st = st;
-	if ((r->bucket = mc_store_bucket(st)) == NULL) {
+	if ((r->chunks = mc_store_coll(st, "bodies.chunks")) == NULL) {
 		free(r);
 		return MC_STORE_TEMP;
 	}
-	if ((r->stream = mongoc_gridfs_bucket_open_download_stream(r->bucket, &v, &e)) == NULL) {
-		s = e.code == MONGOC_ERROR_GRIDFS_BUCKET_FILE_NOT_FOUND
-		    ? mc_store_seterr(st, MC_STORE_NOTFOUND, "body %s: not found", body_id)
-		    : mc_store_fail(st, &e, "reading body");
-		mc_store_body_close(r);
-		return s;
-	}
+	f = BCON_NEW("files_id", BCON_OID(&id));
+	opts = BCON_NEW("sort", "{", "n", BCON_INT32(1), "}", "batchSize", BCON_INT32(2));
+	r->cur = mongoc_collection_find_with_opts(r->chunks, f, opts, NULL);
+	bson_destroy(opts);
+	bson_destroy(f);
 	*out = r;
 	return MC_STORE_OK;
+}
+
+/* Move to the next chunk; 0 at the end, 1 with data, -1 on error. */
+static int
+next_chunk(struct mc_body_reader *r)
+{
+	const bson_t *doc;
+	bson_iter_t it;
+	bson_subtype_t sub;
+	bson_error_t e;
+
+	if (r->chunk != NULL) {
+		bson_destroy(r->chunk);
+		r->chunk = NULL;
+	}
+	if (!mongoc_cursor_next(r->cur, &doc)) {
+		if (mongoc_cursor_error(r->cur, &e)) {
+			mc_store_fail(r->st, &e, "reading body");
+			return -1;
+		}
+		return 0;
+	}
+	r->chunk = bson_copy(doc);
+	if (!bson_iter_init_find(&it, r->chunk, "data") || !BSON_ITER_HOLDS_BINARY(&it)) {
+		mc_store_seterr(r->st, MC_STORE_ERROR, "body chunk without data");
+		return -1;
+	}
+	bson_iter_binary(&it, &sub, &r->left, &r->data);
+	return 1;
 }
 
 enum mc_store_status
 mc_store_body_read(struct mc_body_reader *r, void *buf, size_t len, size_t *got)
 {
-	ssize_t n = mongoc_stream_read(r->stream, buf, len, 0, 0);
-
 	*got = 0;
-	if (n < 0)
-		return stream_fail(r->st, r->stream, "reading body");
-	*got = (size_t)n;
+	while (r->left == 0) {
+		int n = next_chunk(r);
+		if (n == 0)
+			return MC_STORE_OK;
+		if (n < 0)
+			return MC_STORE_TEMP;
+	}
+	*got = len < r->left ? len : r->left;
+	memcpy(buf, r->data, *got);
+	r->data += *got;
+	r->left -= (uint32_t)*got;
 	return MC_STORE_OK;
 }
 
@@ -187,10 +243,12 @@ mc_store_body_close(struct mc_body_reader *r)
 {
 	if (r == NULL)
 		return;
-	if (r->stream != NULL)
-		mongoc_stream_destroy(r->stream);
-	if (r->bucket != NULL)
-		mongoc_gridfs_bucket_destroy(r->bucket);
+	if (r->chunk != NULL)
+		bson_destroy(r->chunk);
+	if (r->cur != NULL)
+		mongoc_cursor_destroy(r->cur);
+	if (r->chunks != NULL)
+		mongoc_collection_destroy(r->chunks);
 	free(r);
 }
 
