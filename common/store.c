@@ -88,6 +88,21 @@ driver_log(mongoc_log_level_t level, const char *domain, const char *message, vo
 		mc_log(MC_LOG_DEBUG, "mongoc %s: %s", domain, message);
 }
 
+/*
+ * Debian's libmongoc initialises itself in a load-time constructor, which
+ * creates a shared-memory counters segment (/dev/shm/mongoc-PID) that only
+ * mongoc_cleanup removes. Run it once at exit so sessions leave nothing behind.
+ * (MONGOC_DISABLE_SHM=1 in the environment avoids the segment altogether.)
+ */
+static void
+register_cleanup(void)
+{
+	static int registered;
+
+	if (!registered && atexit(mongoc_cleanup) == 0)
+		registered = 1;
+}
+
 /* Default a timeout option unless the URI sets it. */
 static void
 uri_default(mongoc_uri_t *uri, const char *opt, int32_t value)
@@ -121,6 +136,7 @@ mc_store_connect(struct mc_store *st)
 		return MC_STORE_OK;
 	mongoc_log_set_handler(driver_log, NULL);
 	mongoc_init();
+	register_cleanup();
 	if ((uri = mongoc_uri_new_with_error(st->uri, &e)) == NULL)
 		return mc_store_seterr(st, MC_STORE_TEMP, "bad mongodb_uri: %s", e.message);
 	uri_default(uri, MONGOC_URI_CONNECTTIMEOUTMS, (int32_t)st->timeout_ms);

@@ -60,6 +60,7 @@ fi
 
 scripts/devdb.sh start "$var/devdb" "$port"
 export MAILCELL_CONFIG="$conf"
+export MONGOC_DISABLE_SHM=1   # no /dev/shm counters segment per session process
 
 bin/mailcell domain list | grep -qx example.test || bin/mailcell domain add example.test
 if ! bin/mailcell user list | cut -f1 | grep -qx demo@example.test; then
