@@ -10,6 +10,8 @@ SAN     ?=
 PKGS     := openssl libmongoc-1.0 libbson-1.0 libsystemd libxcrypt
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+# SPF/DKIM/DMARC for inbound mail (libspf2 and libopendmarc ship no .pc file).
+AUTH_LIBS  := -lspf2 $(shell pkg-config --libs opendkim 2>/dev/null) -lopendmarc -lresolv
 
 ifeq ($(SAN),1)
 BUILD   := build/san
@@ -73,7 +75,7 @@ $(BINDIR)/mailcell: $(ADMIN_OBJ) $(LIBCOMMON)
 
 $(BINDIR)/smtp-session: $(SMTP_OBJ) $(LIBCOMMON)
 	@mkdir -p $(@D)
-	$(CC) $(ALL_LDFLAGS) -o $@ $(SMTP_OBJ) $(LIBCOMMON) $(PKG_LIBS)
+	$(CC) $(ALL_LDFLAGS) -o $@ $(SMTP_OBJ) $(LIBCOMMON) $(PKG_LIBS) $(AUTH_LIBS)
 
 $(BINDIR)/pop3-session: $(POP3_OBJ) $(LIBCOMMON)
 	@mkdir -p $(@D)

@@ -1,7 +1,8 @@
 /*
  * mailcell.c - the operator tool: domains, users, aliases, the outbound queue
- * and mailboxes in the store. Listings print one item per line, id or name
- * first, tab-separated; errors are one line on stderr and a non-zero exit.
+ * and mailboxes in the store (DKIM keys and DMARC reports: dkim.c,
+ * dmarc_report.c). Listings print one item per line, id or name first,
+ * tab-separated; errors are one line on stderr and a non-zero exit.
  */
 #include <errno.h>
 #include <stdarg.h>
@@ -13,13 +14,11 @@
 #include <unistd.h>
 
 #include "address.h"
+#include "admin.h"
 #include "config.h"
 #include "log.h"
 #include "password.h"
 #include "store.h"
-
-#define EXIT_USAGE 2
-#define EXIT_TEMP 75   /* sysexits EX_TEMPFAIL: the database is unavailable */
 
 static const char usage_text[] =
     "usage: mailcell [-c FILE] COMMAND\n"
@@ -30,24 +29,19 @@ static const char usage_text[] =
     "  alias add ADDRESS TARGET... | alias list | alias remove ADDRESS\n"
     "  queue list | queue show|retry|hold|release|delete ID\n"
     "  mailbox list ADDRESS\n"
-    "  dkim keygen DOMAIN SELECTOR\n";
+    "  dkim keygen DOMAIN SELECTOR [--bits N] | dkim list\n"
+    "  dmarc report DOMAIN --since DATE [--until DATE]\n"
+    "      (DATE: YYYY-MM-DD, YYYY-MM-DDTHH:MM:SSZ or @EPOCHSECONDS, UTC)\n";
 
-struct ctx {
-	struct mc_store *st;
-	const struct mc_config *cfg;
-};
-
-static int
+int
 usage(void)
 {
 	fputs(usage_text, stderr);
 	return EXIT_USAGE;
 }
 
-static int fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-
 /* One line on stderr; returns the exit status 1. */
-static int
+int
 fail(const char *fmt, ...)
 {
 	va_list ap;
@@ -61,7 +55,7 @@ fail(const char *fmt, ...)
 }
 
 /* Report a store status; returns the exit code. */
-static int
+int
 result(struct ctx *c, enum mc_store_status s)
 {
 	if (s == MC_STORE_OK)
@@ -282,7 +276,7 @@ cmd_alias(struct ctx *c, int argc, char **argv)
 
 /* ---- queue ---- */
 
-static const char *
+const char *
 iso_time(time_t t, char *buf, size_t len)
 {
 	struct tm tm;
@@ -360,15 +354,6 @@ cmd_mailbox(struct ctx *c, int argc, char **argv)
 	return result(c, mc_store_mailbox_list(c->st, key, print_message, NULL));
 }
 
-static int
-cmd_dkim(struct ctx *c, int argc, char **argv)
-{
-	(void)c;
-	if (argc != 3 || strcmp(argv[0], "keygen") != 0)
-		return usage();
-	return fail("%s", "dkim keygen is not available yet (it comes with DKIM signing)");
-}
-
 int
 main(int argc, char **argv)
 {
@@ -378,6 +363,7 @@ main(int argc, char **argv)
 	} cmds[] = {
 		{ "domain", cmd_domain }, { "user", cmd_user }, { "alias", cmd_alias },
 		{ "queue", cmd_queue }, { "mailbox", cmd_mailbox }, { "dkim", cmd_dkim },
+		{ "dmarc", cmd_dmarc },
 	};
 	const char *cfgpath = NULL;
 	struct mc_config cfg;

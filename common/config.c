@@ -4,6 +4,7 @@
  * with file, line and key, never a silently ignored setting.
  */
 #include "config.h"
+#include "cidr.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -15,7 +16,7 @@
 #include <unistd.h>
 
 enum key_type { K_STR, K_BOOL, K_SIZE, K_UINT, K_SECONDS, K_LOGTARGET, K_HOSTPORT, K_WCONCERN,
-	K_VRFY };
+	K_VRFY, K_CIDRS };
 
 struct key_desc {
 	const char *name;
@@ -50,6 +51,12 @@ static const struct key_desc keys[] = {
 	{ "postmaster",           K_STR,       OFF(postmaster),        "", 0, 0, 1 },
 	{ "log_target",           K_LOGTARGET, OFF(log_target),        "auto", 0, 0, 0 },
 	{ "log_debug",            K_BOOL,      OFF(log_debug),         "no", 0, 1, 0 },
+	{ "inbound_checks",       K_BOOL,      OFF(inbound_checks),    "yes", 0, 1, 0 },
+	{ "trusted_networks",     K_CIDRS,       OFF(trusted_networks),  "127.0.0.0/8 ::1", 0, 0, 1 },
+	{ "spf_fail_reject",      K_BOOL,      OFF(spf_fail_reject),   "no", 0, 1, 0 },
+	{ "dmarc_temperror_defer", K_BOOL,     OFF(dmarc_temperror_defer), "no", 0, 1, 0 },
+	{ "dns_timeout",          K_SECONDS,   OFF(dns_timeout),       "5", 1, 60, 0 },
+	{ "public_suffix_list",   K_STR,       OFF(public_suffix_list), "/usr/share/publicsuffix/public_suffix_list.dat", 0, 0, 0 },
 };
 #define NKEYS (sizeof(keys) / sizeof(keys[0]))
 
@@ -173,6 +180,7 @@ type_hint(enum key_type t)
 	case K_HOSTPORT: return "expected empty, host, host:port or [host]:port";
 	case K_WCONCERN: return "expected majority or a number of nodes";
 	case K_VRFY: return "expected auth, open or closed";
+	case K_CIDRS: return "expected addresses or networks such as 127.0.0.0/8 ::1";
 	case K_STR: break;
 	}
 	return "must not be empty";
@@ -215,6 +223,8 @@ set_string(struct mc_config *cfg, const struct key_desc *k, const char *v)
 		return -1;
 	if (k->type == K_WCONCERN && !valid_wconcern(v))
 		return -1;
+	if (k->type == K_CIDRS && !mc_cidr_list_valid(v))
+		return -1;
 	if ((copy = strdup(v)) == NULL)
 		return -1;
 	free(*slot);
@@ -233,6 +243,7 @@ set_value(struct mc_config *cfg, const struct key_desc *k, const char *v, const 
 	case K_STR:
 	case K_HOSTPORT:
 	case K_WCONCERN:
+	case K_CIDRS:
 		return set_string(cfg, k, v);
 	case K_BOOL:
 		if (parse_bool(v, &b) != 0)
@@ -288,7 +299,7 @@ mc_config_free(struct mc_config *cfg)
 {
 	for (size_t i = 0; i < NKEYS; i++) {
 		if (keys[i].type == K_STR || keys[i].type == K_HOSTPORT ||
-		    keys[i].type == K_WCONCERN) {
+		    keys[i].type == K_WCONCERN || keys[i].type == K_CIDRS) {
 			char **slot = (char **)((char *)cfg + keys[i].off);
 			free(*slot);
 			*slot = NULL;

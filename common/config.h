@@ -37,6 +37,12 @@ struct mc_config {
 	char *postmaster;         /* where <postmaster> goes ("" = postmaster@first domain) */
 	enum mc_log_target log_target;
 	int log_debug;
+	int inbound_checks;       /* SPF/DKIM/DMARC on unauthenticated port-25 mail */
+	char *trusted_networks;   /* CIDRs exempt from those checks */
+	int spf_fail_reject;      /* SPF fail: 550 5.7.23 at MAIL */
+	int dmarc_temperror_defer; /* DMARC temperror: 451 4.7.5 */
+	unsigned dns_timeout;     /* seconds per DNS lookup */
+	char *public_suffix_list; /* for DMARC organizational domains */
 };
 
 /*

@@ -97,11 +97,18 @@ struct mc_message_meta {
 	const char *sender;        /* envelope sender ("" for <>) */
 	const char *remote_ip;
 	int quarantined;
+	/*
+	 * Header lines this server adds on top of the body (Return-Path, trace and
+	 * authentication results), known only once the body is complete; readers
+	 * get them before the body. NULL or "" for none.
+	 */
+	const char *head;
 };
 
 /*
- * Makes a finished body visible in each mailbox (one entry each). Returns only
- * once the write is acknowledged with the configured write concern.
+ * Makes a finished body visible in each mailbox (one entry each); size is the
+ * body's, the entry's size adds meta->head. Returns only once the write is
+ * acknowledged with the configured write concern.
  */
 enum mc_store_status mc_store_deliver(struct mc_store *st, const char *body_id,
     uint64_t size, const char *const *mailboxes, size_t n,
@@ -131,6 +138,9 @@ enum mc_store_status mc_store_messages_delete(struct mc_store *st, const char *m
 struct mc_body_reader;
 enum mc_store_status mc_store_body_open(struct mc_store *st, const char *body_id,
     struct mc_body_reader **out);
+/* A mailbox entry's message as a user sees it: its head, then its body. */
+enum mc_store_status mc_store_message_open(struct mc_store *st, const char *message_id,
+    struct mc_body_reader **out);
 /* Reads up to len bytes; *got == 0 at the end. */
 enum mc_store_status mc_store_body_read(struct mc_body_reader *r, void *buf, size_t len,
     size_t *got);
@@ -152,9 +162,12 @@ struct mc_outbound_info {
 	char body[MC_ID_LEN + 1];
 };
 
-/* Queues a finished body for these recipients; id receives the item id. */
+/*
+ * Queues a finished body for these recipients; id receives the item id. head
+ * (NULL for none) is sent before the body, like a mailbox entry's.
+ */
 enum mc_store_status mc_store_outbound_add(struct mc_store *st, const char *sender,
-    const char *const *rcpts, size_t n, const char *body_id, char *id);
+    const char *const *rcpts, size_t n, const char *body_id, const char *head, char *id);
 enum mc_store_status mc_store_outbound_list(struct mc_store *st,
     void (*cb)(void *ctx, const struct mc_outbound_info *o), void *ctx);
 /* The whole item as relaxed extended JSON (caller frees with free()). */

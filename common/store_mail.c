@@ -29,6 +29,8 @@ struct mc_body_reader {
 	bson_t *chunk;          /* copy of the current chunk document */
 	const uint8_t *data;    /* its bytes not yet returned */
 	uint32_t left;
+	char *head;             /* the message's own header block, read before the body */
+	size_t head_len, head_off;
 };
 
 static void
@@ -220,10 +222,74 @@ next_chunk(struct mc_body_reader *r)
 	return 1;
 }
 
+/* Finds a mailbox entry's body id and header block (caller frees *head). */
+static enum mc_store_status
+entry_body(struct mc_store *st, const char *message_id, char *body_id, char **head)
+{
+	mongoc_collection_t *c;
+	bson_t *f, *opts;
+	bson_oid_t id;
+	const bson_t *doc;
+	mongoc_cursor_t *cur;
+	bson_error_t e;
+	bson_iter_t it;
+	enum mc_store_status s;
+
+	*head = NULL;
+	if ((s = mc_store_oid(st, message_id, &id)) != MC_STORE_OK)
+		return s;
+	if ((c = mc_store_coll(st, "messages")) == NULL)
+		return MC_STORE_TEMP;
+	f = BCON_NEW("_id", BCON_OID(&id));
+	opts = BCON_NEW("projection", "{", "body", BCON_INT32(1), "head", BCON_INT32(1), "}");
+	cur = mongoc_collection_find_with_opts(c, f, opts, NULL);
+	s = mc_store_seterr(st, MC_STORE_NOTFOUND, "message %s: not found", message_id);
+	if (mongoc_cursor_next(cur, &doc) && bson_iter_init_find(&it, doc, "body") &&
+	    BSON_ITER_HOLDS_OID(&it)) {
+		bson_oid_to_string(bson_iter_oid(&it), body_id);
+		s = MC_STORE_OK;
+		if (bson_iter_init_find(&it, doc, "head") && BSON_ITER_HOLDS_UTF8(&it) &&
+		    (*head = strdup(bson_iter_utf8(&it, NULL))) == NULL)
+			s = mc_store_seterr(st, MC_STORE_TEMP, "out of memory");
+	} else if (mongoc_cursor_error(cur, &e)) {
+		s = mc_store_fail(st, &e, "finding message");
+	}
+	mongoc_cursor_destroy(cur);
+	bson_destroy(opts);
+	bson_destroy(f);
+	mongoc_collection_destroy(c);
+	return s;
+}
+
+enum mc_store_status
+mc_store_message_open(struct mc_store *st, const char *message_id, struct mc_body_reader **out)
+{
+	char body_id[MC_ID_LEN + 1], *head;
+	enum mc_store_status s;
+
+	*out = NULL;
+	if ((s = entry_body(st, message_id, body_id, &head)) != MC_STORE_OK)
+		return s;
+	if ((s = mc_store_body_open(st, body_id, out)) != MC_STORE_OK) {
+		free(head);
+		return s;
+	}
+	(*out)->head = head;
+	(*out)->head_len = head ? strlen(head) : 0;
+	return MC_STORE_OK;
+}
+
 enum mc_store_status
 mc_store_body_read(struct mc_body_reader *r, void *buf, size_t len, size_t *got)
 {
 	*got = 0;
+	if (r->head_off < r->head_len) {
+		size_t n = r->head_len - r->head_off;
+		*got = len < n ? len : n;
+		memcpy(buf, r->head + r->head_off, *got);
+		r->head_off += *got;
+		return MC_STORE_OK;
+	}
 	while (r->left == 0) {
 		int n = next_chunk(r);
 		if (n == 0)
@@ -249,6 +315,7 @@ mc_store_body_close(struct mc_body_reader *r)
 		mongoc_cursor_destroy(r->cur);
 	if (r->chunks != NULL)
 		mongoc_collection_destroy(r->chunks);
+	free(r->head);
 	free(r);
 }
 
@@ -260,15 +327,20 @@ entry_doc(const bson_oid_t *body, uint64_t size, const char *mailbox, int64_t no
 {
 	bson_oid_t id;
 	char hex[MC_ID_LEN + 1];
+	const char *head = meta && meta->head ? meta->head : "";
+	bson_t *doc;
 
 	bson_oid_init(&id, NULL);
 	bson_oid_to_string(&id, hex);
-	return BCON_NEW("_id", BCON_OID(&id), "mailbox", BCON_UTF8(mailbox),
-	    "uidl", BCON_UTF8(hex), "size", BCON_INT64((int64_t)size),
+	doc = BCON_NEW("_id", BCON_OID(&id), "mailbox", BCON_UTF8(mailbox),
+	    "uidl", BCON_UTF8(hex), "size", BCON_INT64((int64_t)(size + strlen(head))),
 	    "received", BCON_DATE_TIME(now), "body", BCON_OID(body),
 	    "sender", BCON_UTF8(meta && meta->sender ? meta->sender : ""),
 	    "remote_ip", BCON_UTF8(meta && meta->remote_ip ? meta->remote_ip : ""),
 	    "quarantined", BCON_BOOL(meta && meta->quarantined));
+	if (*head != '\0')
+		BSON_APPEND_UTF8(doc, "head", head);
+	return doc;
 }
 
 enum mc_store_status
@@ -357,7 +429,8 @@ mc_store_mailbox_list(struct mc_store *st, const char *mailbox,
 	if (c == NULL)
 		return MC_STORE_TEMP;
 	filter = BCON_NEW("mailbox", BCON_UTF8(mailbox));
-	opts = BCON_NEW("sort", "{", "received", BCON_INT32(1), "_id", BCON_INT32(1), "}");
+	opts = BCON_NEW("sort", "{", "received", BCON_INT32(1), "_id", BCON_INT32(1), "}",
+	    "projection", "{", "head", BCON_INT32(0), "}");
 	cur = mongoc_collection_find_with_opts(c, filter, opts, NULL);
 	while (mongoc_cursor_next(cur, &doc)) {
 		info_from_doc(doc, &m);

@@ -167,7 +167,7 @@ mc_store_lock_release(struct mc_store *st, const char *name, const char *holder)
 
 enum mc_store_status
 mc_store_outbound_add(struct mc_store *st, const char *sender, const char *const *rcpts,
-    size_t n, const char *body_id, char *id)
+    size_t n, const char *body_id, const char *head, char *id)
 {
 	mongoc_collection_t *c;
 	bson_t *doc = bson_new(), arr, r;
@@ -201,6 +201,8 @@ mc_store_outbound_add(struct mc_store *st, const char *sender, const char *const
 	}
 	bson_append_array_end(doc, &arr);
 	BSON_APPEND_OID(doc, "body", &body);
+	if (head != NULL && *head != '\0')
+		BSON_APPEND_UTF8(doc, "head", head);
 	BSON_APPEND_ARRAY_BEGIN(doc, "log", &arr);
 	bson_append_array_end(doc, &arr);
 	if ((c = mc_store_coll(st, "outbound")) == NULL)

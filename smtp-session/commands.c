@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "address.h"
+#include "inbound.h"
 #include "log.h"
 #include "tls.h"
 
@@ -67,6 +68,7 @@ txn_reset(struct session *s)
 
 	if (t->body_sink != NULL)
 		body_abort(t->body_sink);
+	inbound_free(t->inbound);
 	free_list(&t->rcpts, &t->nrcpts);
 	free_list(&t->mailboxes, &t->nmailboxes);
 	free_list(&t->remote, &t->nremote);
@@ -227,6 +229,25 @@ mail_allowed(struct session *s)
 	return 1;
 }
 
+/* Port-25 mail from unauthenticated clients: SPF now, DKIM/DMARC at the end. */
+static int
+inbound_checks(struct session *s)
+{
+	const struct spf_result *spf;
+
+	if (s->submission || s->auth_user[0] != '\0')
+		return 0;
+	if ((s->txn.inbound = inbound_begin(s->cfg, s->remote_ip, s->helo, s->txn.sender)) == NULL)
+		return 0;
+	spf = inbound_spf(s->txn.inbound);
+	if (s->cfg->spf_fail_reject && strcmp(spf->result, "fail") == 0) {
+		reply_err(s, 550, "5.7.23", "SPF check failed: %s does not designate %s as a "
+		    "permitted sender", spf->domain, s->remote_ip);
+		return -1;
+	}
+	return 0;
+}
+
 static void
 cmd_mail(struct session *s, const char *arg)
 {
@@ -270,6 +291,10 @@ cmd_mail(struct session *s, const char *arg)
 		else
 			reply_err(s, 553, "5.7.1", "Sender address %s not owned by user %s",
 			    s->txn.sender_raw, s->auth_user);
+		txn_reset(s);
+		return;
+	}
+	if (inbound_checks(s) != 0) {
 		txn_reset(s);
 		return;
 	}

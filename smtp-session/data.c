@@ -13,15 +13,22 @@
 #include <strings.h>
 #include <time.h>
 
+#include "headers.h"
+#include "inbound.h"
 #include "log.h"
+#include "store_auth.h"
 
 #define SINK_BUF 65536
+#define HEAD_MAX 8192      /* the header block we add: trace and results */
 #define TEXT_LINE_MAX 998   /* RFC 5321 4.5.3.1.6, without CRLF */
 
 struct body {
+	struct session *s;
 	struct mc_body_writer *w;
-	uint64_t size;          /* octets stored, trace headers included */
-	unsigned char last;     /* the last octet stored */
+	struct hdr_parser hp;   /* splits the message into fields and body */
+	uint64_t size;          /* octets stored (the message as received) */
+	unsigned char last;     /* the last octet received */
+	char received[2048];    /* our Received header, made when the body began */
 	size_t len;
 	unsigned char buf[SINK_BUF];
 };
@@ -32,6 +39,7 @@ body_abort(struct body *b)
 	if (b == NULL)
 		return;
 	mc_store_body_abort(b->w);
+	hdr_free(&b->hp);
 	free(b);
 }
 
@@ -53,7 +61,6 @@ sink_put(struct body *b, const void *data, size_t len)
 	if (len == 0)
 		return 0;
 	b->size += len;
-	b->last = p[len - 1];
 	while (len > 0) {
 		size_t room = SINK_BUF - b->len, n = len < room ? len : room;
 		memcpy(b->buf + b->len, p, n);
@@ -77,9 +84,9 @@ protocol_name(const struct session *s)
 	return s->esmtp ? names[i] : "SMTP";
 }
 
-/* Return-Path and Received (RFC 5321 4.4) at the top of the stored message. */
+/* Our Received header (RFC 5321 4.4), made when the message begins. */
 static int
-trace_headers(struct session *s, struct body *b, const char *qid)
+trace_header(struct session *s, struct body *b, const char *qid)
 {
 	char hdr[2048], date[64], tls[160] = "", ip[80], forpart[700] = "";
 	time_t now = time(NULL);
@@ -100,12 +107,80 @@ trace_headers(struct session *s, struct body *b, const char *qid)
 	}
 	if (s->txn.nrcpts == 1)
 		snprintf(forpart, sizeof(forpart), "\r\n\tfor <%s>", s->txn.rcpts[0]);
-	n = snprintf(hdr, sizeof(hdr), "Return-Path: <%s>\r\n"
+	n = snprintf(hdr, sizeof(hdr),
 	    "Received: from %s (%s)\r\n\tby %s (mailcell) with %s id %s%s%s;\r\n\t%s\r\n",
-	    s->txn.sender, s->helo, ip, s->cfg->hostname, protocol_name(s), qid, tls, forpart, date);
-	if (n < 0 || (size_t)n >= sizeof(hdr))
+	    s->helo, ip, s->cfg->hostname, protocol_name(s), qid, tls, forpart, date);
+	if (n < 0 || (size_t)n >= sizeof(b->received))
 		return -1;
-	return sink_put(b, hdr, (size_t)n);
+	memcpy(b->received, hdr, (size_t)n + 1);
+	return 0;
+}
+
+/* "Authentication-Results: id;..." naming us: forged, since only we add ours. */
+static int
+forged_results(const struct session *s, const char *field, size_t len)
+{
+	const char *p = memchr(field, ':', len), *end = field + len;
+	size_t n = strlen(s->cfg->hostname);
+
+	if (!hdr_is(field, len, "Authentication-Results") || p == NULL)
+		return 0;
+	for (p++; p < end; p++) {   /* CFWS before the authserv-id */
+		if (*p == '(') {
+			int depth = 1;
+			while (++p < end && depth > 0)
+				depth += *p == '(' ? 1 : *p == ')' ? -1 : 0;
+			p--;
+		} else if (!strchr(" \t\r\n", *p)) {
+			break;
+		}
+	}
+	return (size_t)(end - p) >= n && strncasecmp(p, s->cfg->hostname, n) == 0 &&
+	    (p + n == end || strchr("; \t\r\n", p[n]) != NULL);
+}
+
+static int
+on_field(void *ctx, const char *field, size_t len)
+{
+	struct body *b = ctx;
+
+	if (forged_results(b->s, field, len)) {
+		mc_log(MC_LOG_NOTICE, "id=%s removed an Authentication-Results header claiming %s",
+		    b->s->txn.qid, b->s->cfg->hostname);
+		return 0;
+	}
+	inbound_header(b->s->txn.inbound, field, len);
+	return sink_put(b, field, len);
+}
+
+static int
+on_eoh(void *ctx, const char *sep, size_t len)
+{
+	struct body *b = ctx;
+
+	inbound_eoh(b->s->txn.inbound);
+	return sink_put(b, sep, len);
+}
+
+static int
+on_body(void *ctx, const void *buf, size_t len)
+{
+	struct body *b = ctx;
+
+	inbound_body(b->s->txn.inbound, buf, len);
+	return sink_put(b, buf, len);
+}
+
+/* Message octets as received: through the header splitter into the store. */
+static int
+msg_put(struct body *b, const void *data, size_t len)
+{
+	const struct hdr_callbacks cb = { b, on_field, on_eoh, on_body };
+
+	if (len == 0)
+		return 0;
+	b->last = ((const unsigned char *)data)[len - 1];
+	return hdr_feed(&b->hp, &cb, data, len);
 }
 
 /*
@@ -121,11 +196,11 @@ sink_put_text(struct body *b, const unsigned char *buf, size_t n)
 		int prev_cr = i > 0 ? buf[i - 1] == '\r' : b->last == '\r';
 		if (buf[i] != '\n' || prev_cr)
 			continue;
-		if (sink_put(b, buf + from, i - from) != 0 || sink_put(b, "\r", 1) != 0)
+		if (msg_put(b, buf + from, i - from) != 0 || msg_put(b, "\r", 1) != 0)
 			return -1;
 		from = i;
 	}
-	return sink_put(b, buf + from, n - from);
+	return msg_put(b, buf + from, n - from);
 }
 
 /* Opens the body in the store and writes the trace headers; NULL on failure. */
@@ -141,7 +216,8 @@ body_begin(struct session *s, char *qid)
 		free(b);
 		return NULL;
 	}
-	if (mc_random_hex(qid, 6) != 0 || trace_headers(s, b, qid) != 0) {
+	b->s = s;
+	if (mc_random_hex(qid, 6) != 0 || trace_header(s, b, qid) != 0) {
 		body_abort(b);
 		return NULL;
 	}
@@ -163,38 +239,104 @@ log_txn(struct session *s, const char *qid, const char *outcome, uint64_t size)
 	    s->auth_user[0] ? s->auth_user : "-", outcome);
 }
 
-/* The body is complete: store it everywhere, then answer. Ends the transaction. */
+/* Ends the message in the splitter: a text message ends with a line end. */
+static int
+body_end(struct session *s, struct body *b)
+{
+	const struct hdr_callbacks cb = { b, on_field, on_eoh, on_body };
+
+	if (s->txn.body != BODY_BINARYMIME && b->last != '\n' && msg_put(b, "\r\n", 2) != 0)
+		return -1;
+	return hdr_finish(&b->hp, &cb);
+}
+
+/* SPF/DKIM/DMARC verdict for inbound mail, its evaluation stored for reports. */
+static enum inbound_verdict
+run_checks(struct session *s, const char *qid, char *auth, size_t len, char *why, size_t whylen)
+{
+	struct mc_dmarc_record rec;
+	const char *at = s->txn.nrcpts > 0 ? strrchr(s->txn.rcpts[0], '@') : NULL;
+	enum inbound_verdict v;
+
+	auth[0] = '\0';
+	if (s->txn.inbound == NULL)
+		return IN_ACCEPT;
+	v = inbound_finish(s->txn.inbound, qid, at ? at + 1 : "", &rec, auth, len, why, whylen);
+	if (rec.header_from[0] != '\0' && mc_store_dmarc_add(s->st, &rec) != MC_STORE_OK)
+		mc_log(MC_LOG_ERR, "id=%s DMARC evaluation not stored: %s", qid,
+		    mc_store_error(s->st));
+	return v;
+}
+
+/* A message the checks refused: nothing is kept. */
+static void
+checks_refused(struct session *s, enum inbound_verdict v, const char *why, const char *qid)
+{
+	if (v == IN_REJECT)
+		reply_err(s, 550, "5.7.1", "%s", why);
+	else
+		reply(s, 451, "4.7.5", "%s", why);
+	log_txn(s, qid, v == IN_REJECT ? "refused by checks" : "deferred by checks", 0);
+	txn_reset(s);
+}
+
+/*
+ * Stores the finished body for every target with our header block on top;
+ * *size becomes the stored message's size as a mailbox shows it.
+ */
+static int
+store_message(struct session *s, struct body *b, const char *auth, int quarantined,
+    uint64_t *size)
+{
+	char body_id[MC_ID_LEN + 1], local[HEAD_MAX + 2700], remote[HEAD_MAX + 2100];
+
+	snprintf(local, sizeof(local), "Return-Path: <%s>\r\n%s%s", s->txn.sender, auth,
+	    b->received);
+	snprintf(remote, sizeof(remote), "%s%s", auth, b->received);
+	*size = b->size + strlen(local);
+	if (sink_flush(b) != 0) {
+		body_abort(b);
+		return -1;
+	}
+	hdr_free(&b->hp);
+	if (mc_store_body_finish(b->w, body_id) != MC_STORE_OK) {
+		free(b);
+		return -1;
+	}
+	free(b);
+	if (deliver(s, body_id, *size - strlen(local), local, remote, quarantined) != 0) {
+		(void)mc_store_body_delete(s->st, body_id);
+		return -1;
+	}
+	return 0;
+}
+
+/* The body is complete: check it, store it everywhere, then answer. Ends the transaction. */
 static void
 complete(struct session *s, const char *txn_qid)
 {
 	struct body *b = s->txn.body_sink;
-	char qid[16];
-	char body_id[MC_ID_LEN + 1];
+	char qid[16], auth[HEAD_MAX], why[512];
 	uint64_t size = b->size;
+	enum inbound_verdict v;
 
 	snprintf(qid, sizeof(qid), "%s", txn_qid);
 	s->txn.body_sink = NULL;
-	/* A text message ends with a line end, so POP3 sends exactly the stored octets. */
-	if (s->txn.body != BODY_BINARYMIME && b->last != '\n' && sink_put(b, "\r\n", 2) != 0) {
+	if (body_end(s, b) != 0) {
 		body_abort(b);
 		goto fail;
 	}
 	size = b->size;
-	if (sink_flush(b) != 0) {
+	v = run_checks(s, qid, auth, sizeof(auth), why, sizeof(why));
+	if (v == IN_REJECT || v == IN_DEFER) {
 		body_abort(b);
-		goto fail;
+		checks_refused(s, v, why, qid);
+		return;
 	}
-	if (mc_store_body_finish(b->w, body_id) != MC_STORE_OK) {
-		free(b);
+	if (store_message(s, b, auth, v == IN_QUARANTINE, &size) != 0)
 		goto fail;
-	}
-	free(b);
-	if (deliver(s, body_id, size) != 0) {
-		(void)mc_store_body_delete(s->st, body_id);
-		goto fail;
-	}
 	s->msg_count++;
-	log_txn(s, qid, "stored", size);
+	log_txn(s, qid, v == IN_QUARANTINE ? "stored, quarantined" : "stored", size);
 	reply(s, 250, "2.0.0", "OK queued as %s", qid);
 	txn_reset(s);
 	return;
@@ -251,8 +393,8 @@ data_line(struct session *s, const char *line, size_t len, struct data_problems 
 		p->too_big = 1;
 	if (any_problem(p))
 		return;
-	if (sink_put(s->txn.body_sink, line, len) != 0 ||
-	    sink_put(s->txn.body_sink, "\r\n", 2) != 0)
+	if (msg_put(s->txn.body_sink, line, len) != 0 ||
+	    msg_put(s->txn.body_sink, "\r\n", 2) != 0)
 		p->store = 1;
 }
 
@@ -371,7 +513,7 @@ read_chunk(struct session *s, uint64_t n, int keep, int *store_failed)
 			return -1;
 		n -= got;
 		if (keep && !*store_failed && (s->txn.body == BODY_BINARYMIME
-		    ? sink_put(s->txn.body_sink, buf, got) : sink_put_text(s->txn.body_sink, buf, got)) != 0)
+		    ? msg_put(s->txn.body_sink, buf, got) : sink_put_text(s->txn.body_sink, buf, got)) != 0)
 			*store_failed = 1;
 	}
 	return 0;

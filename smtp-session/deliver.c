@@ -322,9 +322,10 @@ lookup_vrfy(struct session *s, const char *key, int expn)
 }
 
 int
-deliver(struct session *s, const char *body_id, uint64_t size)
+deliver(struct session *s, const char *body_id, uint64_t size, const char *local_head,
+    const char *remote_head, int quarantined)
 {
-	struct mc_message_meta meta = { s->txn.sender, s->remote_ip, 0 };
+	struct mc_message_meta meta = { s->txn.sender, s->remote_ip, quarantined, local_head };
 	char qid[MC_ID_LEN + 1];
 
 	if (s->txn.nmailboxes > 0 &&
@@ -335,7 +336,7 @@ deliver(struct session *s, const char *body_id, uint64_t size)
 	}
 	if (s->txn.nremote > 0 &&
 	    mc_store_outbound_add(s->st, s->txn.sender, (const char *const *)s->txn.remote,
-	    s->txn.nremote, body_id, qid) != MC_STORE_OK) {
+	    s->txn.nremote, body_id, remote_head, qid) != MC_STORE_OK) {
 		(void)mc_store_undeliver(s->st, body_id);
 		return -1;
 	}

@@ -45,6 +45,7 @@ struct txn {
 	uint64_t bdat_size;        /* octets received in BDAT chunks so far */
 	char qid[16];              /* this message's id, once its body is begun */
 	struct body *body_sink;    /* the message being stored, or NULL */
+	struct inbound *inbound;   /* SPF/DKIM/DMARC state, NULL when not checked */
 };
 
 struct session {
@@ -90,7 +91,11 @@ void rcpt_add(struct session *s, const struct mc_address *a);
 int sender_allowed(struct session *s, const char *sender, int *temp);
 /* VRFY/EXPN lookups for authenticated sessions. */
 void lookup_vrfy(struct session *s, const char *key, int expn);
-/* Stores the finished body for every target; 0 on success, -1 (reply 451). */
-int deliver(struct session *s, const char *body_id, uint64_t size);
+/*
+ * Stores the finished body for every target, with local_head on top for
+ * mailboxes and remote_head for the outbound queue; 0, or -1 (reply 451).
+ */
+int deliver(struct session *s, const char *body_id, uint64_t size, const char *local_head,
+    const char *remote_head, int quarantined);
 
 #endif

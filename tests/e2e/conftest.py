@@ -89,7 +89,7 @@ class Mailcell:
 
 def write_conf(path, uri, database, extra=""):
     path.write_text("# test configuration\nmongodb_uri = %s\ndatabase = %s\n"
-                    "write_concern = 1\ndb_timeout = 2\nlog_target = stderr\n%s"
+                    "write_concern = 1\ndb_timeout = 2\nlog_target = stderr\ninbound_checks = no\n%s"
                     % (uri, database, extra))
     return path
 

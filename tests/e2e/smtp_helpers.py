@@ -70,6 +70,9 @@ def conf_text(uri, database, **keys):
         "max_message_size": str(MAX_SIZE),
         "max_recipients": str(MAX_RCPTS),
         "idle_timeout": "30",
+        # SPF/DKIM/DMARC have their own tests (test_auth_*.py, with a test
+        # DNS server); here they would send lookups to the host's resolver.
+        "inbound_checks": "no",
     }
     base.update(keys)
     return "# SMTP e2e test configuration\n" + "".join(
@@ -466,9 +469,12 @@ class SmtpEnv:
         return list(self.db.outbound.find({}))
 
     def body(self, doc):
-        """The stored message (bytes) of a messages or outbound document."""
+        """The stored message (bytes) of a messages or outbound document: the
+        header block the server added (trace, authentication results), kept in
+        the document's "head", then the body as received, from GridFS."""
         bucket = gridfs.GridFSBucket(self.db, bucket_name="bodies")
-        return bucket.open_download_stream(doc["body"]).read()
+        head = doc.get("head", "").encode()
+        return head + bucket.open_download_stream(doc["body"]).read()
 
     def body_files(self):
         """Number of message bodies in the GridFS bucket."""

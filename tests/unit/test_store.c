@@ -170,7 +170,7 @@ test_bodies(void **state)
 	unsigned char *data = malloc(len);
 	char body[MC_ID_LEN + 1];
 	const char *boxes[] = { "a@m.example", "b@m.example" };
-	struct mc_message_meta meta = { "sender@x.example", "192.0.2.1", 0 };
+	struct mc_message_meta meta = { "sender@x.example", "192.0.2.1", 0, NULL };
 	const char *ids[1];
 
 	(void)state;
@@ -322,7 +322,7 @@ test_queue_claims(void **state)
 	assert_int_equal(mc_store_body_write(w, "Subject: q\r\n\r\nhi\r\n", 18), MC_STORE_OK);
 	assert_int_equal(mc_store_body_finish(w, body), MC_STORE_OK);
 	for (int i = 0; i < ITEMS; i++) {
-		assert_int_equal(mc_store_outbound_add(st, "s@m.example", rcpts, 2, body, id),
+		assert_int_equal(mc_store_outbound_add(st, "s@m.example", rcpts, 2, body, NULL, id),
 		    MC_STORE_OK);
 		if (i == 0)
 			strcpy(first, id);
@@ -389,7 +389,7 @@ test_queue_operator(void **state)
 	assert_int_equal(mc_store_body_begin(st, &w), MC_STORE_OK);
 	assert_int_equal(mc_store_body_write(w, "x\r\n", 3), MC_STORE_OK);
 	assert_int_equal(mc_store_body_finish(w, body), MC_STORE_OK);
-	assert_int_equal(mc_store_outbound_add(st, "", rcpts, 1, body, id), MC_STORE_OK);
+	assert_int_equal(mc_store_outbound_add(st, "", rcpts, 1, body, NULL, id), MC_STORE_OK);
 	assert_int_equal(mc_store_outbound_hold(st, id), MC_STORE_OK);
 	assert_int_equal(mc_store_outbound_get(st, id, &o), MC_STORE_OK);
 	assert_string_equal(o.state, "held");
