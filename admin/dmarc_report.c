@@ -150,7 +150,7 @@ report_args(int argc, char **argv, struct report *r)
 	snprintf(r->domain, sizeof(r->domain), "%s", domain);
 	if (!mc_addr_valid_domain(r->domain, 1))
 		return fail("'%s' is not a valid domain name", domain);
-	r->until = time(NULL);
+	r->until = time(NULL) + 1;   /* exclusive: include what was stored this second */
 	if (parse_date("--since", since, &r->since) != 0 ||
 	    (until != NULL && parse_date("--until", until, &r->until) != 0))
 		return 1;

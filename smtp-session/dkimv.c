@@ -5,6 +5,7 @@
  */
 #include "inbound.h"
 
+#include <arpa/nameser.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -96,6 +97,19 @@ dkimv_body(struct dkimv *d, const void *buf, size_t len)
 	(void)dkim_body(d->dkim, (u_char *)buf, len);
 }
 
+/* 1 when the key's name does not exist at all (RFC 6376 6.1.2: PERMFAIL). */
+static int
+key_missing(DKIM_SIGINFO *sig)
+{
+	const unsigned char *d = dkim_sig_getdomain(sig), *sel = dkim_sig_getselector(sig);
+	char name[600];
+
+	if (d == NULL || sel == NULL)
+		return 1;
+	snprintf(name, sizeof(name), "%s._domainkey.%s", (const char *)sel, (const char *)d);
+	return dnsq_exists(name, ns_t_txt) == 0;
+}
+
 /* RFC 8601 2.7.1 result words for one signature. */
 static const char *
 sig_result(DKIM_SIGINFO *sig)
@@ -105,8 +119,8 @@ sig_result(DKIM_SIGINFO *sig)
 	if ((dkim_sig_getflags(sig) & DKIM_SIGFLAG_PASSED) != 0 &&
 	    dkim_sig_getbh(sig) == DKIM_SIGBH_MATCH)
 		return "pass";
-	if (err == DKIM_SIGERROR_KEYFAIL)
-		return "temperror";
+	if (err == DKIM_SIGERROR_KEYFAIL)   /* the library says so for NXDOMAIN too */
+		return key_missing(sig) ? "permerror" : "temperror";
 	if (err == DKIM_SIGERROR_BADSIG || dkim_sig_getbh(sig) == DKIM_SIGBH_MISMATCH)
 		return "fail";
 	if (err == DKIM_SIGERROR_OK && (dkim_sig_getflags(sig) & DKIM_SIGFLAG_PROCESSED) == 0)

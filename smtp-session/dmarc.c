@@ -142,6 +142,52 @@ evaluate(DMARC_POLICY_T *pctx, struct mc_dmarc_record *rec, struct dmarc_outcome
 	set_out(out, "fail", sampled(policy, rec->pct));
 }
 
+/* 1 if the public suffix list has a rule for the domain's last label. */
+static int
+tld_listed(const char *psl, const char *domain)
+{
+	const char *tld = strrchr(domain, '.');
+	char line[512];
+	FILE *f;
+	int found = 0;
+
+	tld = tld ? tld + 1 : domain;
+	if ((f = fopen(psl, "r")) == NULL)
+		return 1;   /* cannot tell: leave it to the library */
+	while (!found && fgets(line, sizeof(line), f) != NULL) {
+		line[strcspn(line, " \t\r\n")] = '\0';
+		found = strcasecmp(line, tld) == 0;
+	}
+	fclose(f);
+	return found;
+}
+
+/*
+ * RFC 7489 3.2 with the list's implicit "*" rule: a TLD the public suffix
+ * list does not name is itself a public suffix, so the organizational domain
+ * is the last two labels. libopendmarc skips that case; we look it up.
+ */
+static int
+org_fallback(const struct mc_config *cfg, DMARC_POLICY_T *pctx, const char *from, int st)
+{
+	const char *last = strrchr(from, '.'), *org = last;
+	char name[300], record[1024];
+	int r;
+
+	if (last == NULL)
+		return st;
+	while (org > from && org[-1] != '.')
+		org--;
+	if (org == from || tld_listed(cfg->public_suffix_list, from))
+		return st;   /* from is the organizational domain, or the list knows the TLD */
+	snprintf(name, sizeof(name), "_dmarc.%s", org);
+	if ((r = dnsq_txt(name, "v=DMARC1", record, sizeof(record))) < 0)
+		return DMARC_DNS_ERROR_TMPERR;
+	if (r > 0)
+		return st;
+	return opendmarc_policy_store_dmarc(pctx, (u_char *)record, (u_char *)from, (u_char *)org);
+}
+
 void
 dmarc_check(const struct mc_config *cfg, struct mc_dmarc_record *rec, struct dmarc_outcome *out)
 {
@@ -167,6 +213,8 @@ dmarc_check(const struct mc_config *cfg, struct mc_dmarc_record *rec, struct dma
 	}
 	feed_results(pctx, rec);
 	st = opendmarc_policy_query_dmarc(pctx, NULL);
+	if (st == DMARC_DNS_ERROR_NO_RECORD || st == DMARC_DNS_ERROR_NXDOMAIN)
+		st = org_fallback(cfg, pctx, rec->header_from, st);
 	if (st == DMARC_DNS_ERROR_TMPERR) {
 		set_out(out, "temperror", "none");
 		out->temp = 1;

@@ -280,9 +280,9 @@ verdict(const struct inbound *in, const struct mc_dmarc_record *rec,
 	const char *dom = rec->policy_domain[0] ? rec->policy_domain : rec->header_from;
 
 	if (strcmp(out->disposition, "reject") == 0) {
-		snprintf(why, whylen, "Message rejected by the DMARC policy of %s (p=reject): "
+		snprintf(why, whylen, "Message rejected by the DMARC policy of %s (%s=reject): "
 		    "neither SPF nor DKIM passed aligned with the From domain %s", dom,
-		    rec->header_from);
+		    strcasecmp(dom, rec->header_from) == 0 ? "p" : "sp", rec->header_from);
 		return IN_REJECT;
 	}
 	if (out->temp && in->cfg->dmarc_temperror_defer) {

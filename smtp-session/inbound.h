@@ -24,6 +24,12 @@ struct spf_result {
 void spf_check(const struct mc_config *cfg, const char *ip, const char *helo,
     const char *sender, struct spf_result *out);
 
+/* ---- dnsq.c ---- */
+/* A TXT record starting with prefix: 0 found (into out), 1 none, -1 DNS failure. */
+int dnsq_txt(const char *name, const char *prefix, char *out, size_t outlen);
+/* 1 if name has records of this type, 0 if not (NXDOMAIN/NODATA), -1 DNS failure. */
+int dnsq_exists(const char *name, int type);
+
 /* ---- dkimv.c: verification while the message streams in ---- */
 struct dkimv;
 struct dkimv *dkimv_new(const struct mc_config *cfg, const char *qid);
