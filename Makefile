@@ -36,6 +36,10 @@ SMTP_SRC   := $(wildcard smtp-session/*.c)
 SMTP_OBJ   := $(SMTP_SRC:%.c=$(BUILD)/%.o)
 POP3_SRC   := $(wildcard pop3-session/*.c)
 POP3_OBJ   := $(POP3_SRC:%.c=$(BUILD)/%.o)
+# relay-worker: everything but main.c is a library the unit tests link too.
+RELAY_SRC  := $(filter-out relay-worker/main.c,$(wildcard relay-worker/*.c))
+RELAY_OBJ  := $(RELAY_SRC:%.c=$(BUILD)/%.o)
+LIBRELAY   := $(BUILD)/librelay.a
 
 UNIT_SRC   := $(wildcard tests/unit/test_*.c)
 UNIT_BIN   := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
@@ -49,7 +53,8 @@ BINDIR := $(BUILD)/bin
 else
 BINDIR := bin
 endif
-PROGRAMS := $(BINDIR)/mailcell $(BINDIR)/smtp-session $(BINDIR)/pop3-session
+PROGRAMS := $(BINDIR)/mailcell $(BINDIR)/smtp-session $(BINDIR)/pop3-session \
+	$(BINDIR)/relay-worker
 
 .PHONY: all deps check unit e2e run stop clean install uninstall devdb
 .SUFFIXES:
@@ -60,7 +65,7 @@ all: $(PROGRAMS) bin/mailcell-devdb $(UNIT_BIN)
 deps:
 	@scripts/install-deps.sh
 
-$(BUILD)/%.o: %.c $(wildcard common/*.h smtp-session/*.h pop3-session/*.h)
+$(BUILD)/%.o: %.c $(wildcard common/*.h smtp-session/*.h pop3-session/*.h relay-worker/*.h)
 	@mkdir -p $(@D)
 	$(CC) $(ALL_CFLAGS) -c -o $@ $<
 
@@ -81,9 +86,18 @@ $(BINDIR)/pop3-session: $(POP3_OBJ) $(LIBCOMMON)
 	@mkdir -p $(@D)
 	$(CC) $(ALL_LDFLAGS) -o $@ $(POP3_OBJ) $(LIBCOMMON) $(PKG_LIBS)
 
-$(BUILD)/tests/%: tests/unit/%.c $(LIBCOMMON)
+$(LIBRELAY): $(RELAY_OBJ)
 	@mkdir -p $(@D)
-	$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ $< $(LIBCOMMON) $(PKG_LIBS) -lcmocka
+	rm -f $@
+	ar rcs $@ $^
+
+$(BINDIR)/relay-worker: $(BUILD)/relay-worker/main.o $(LIBRELAY) $(LIBCOMMON)
+	@mkdir -p $(@D)
+	$(CC) $(ALL_LDFLAGS) -o $@ $(BUILD)/relay-worker/main.o $(LIBRELAY) $(LIBCOMMON) $(PKG_LIBS) $(AUTH_LIBS)
+
+$(BUILD)/tests/%: tests/unit/%.c $(LIBRELAY) $(LIBCOMMON)
+	@mkdir -p $(@D)
+	$(CC) $(ALL_CFLAGS) -Irelay-worker $(ALL_LDFLAGS) -o $@ $< $(LIBRELAY) $(LIBCOMMON) $(PKG_LIBS) $(AUTH_LIBS) -lcmocka
 
 bin/mailcell-devdb: $(GO_SRC)
 	@mkdir -p $(@D)
@@ -111,11 +125,13 @@ clean:
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/mailcell
 	install -m 0755 bin/mailcell $(DESTDIR)$(PREFIX)/bin/mailcell
-	install -m 0755 bin/smtp-session $(DESTDIR)$(PREFIX)/bin/smtp-session $(DESTDIR)$(PREFIX)/bin/pop3-session
+	install -m 0755 bin/smtp-session $(DESTDIR)$(PREFIX)/bin/smtp-session
 	install -m 0755 bin/pop3-session $(DESTDIR)$(PREFIX)/bin/pop3-session
+	install -m 0755 bin/relay-worker $(DESTDIR)$(PREFIX)/bin/relay-worker
 	install -d $(DESTDIR)/etc/mailcell
 	install -m 0644 units/mailcell.conf.example $(DESTDIR)$(PREFIX)/share/mailcell/mailcell.conf.example
 
 uninstall:
 	rm -f $(DESTDIR)$(PREFIX)/bin/mailcell $(DESTDIR)$(PREFIX)/bin/smtp-session $(DESTDIR)$(PREFIX)/bin/pop3-session
+	rm -f $(DESTDIR)$(PREFIX)/bin/relay-worker
 	rm -rf $(DESTDIR)$(PREFIX)/share/mailcell

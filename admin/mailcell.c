@@ -6,6 +6,7 @@
  */
 #include <errno.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,6 +20,7 @@
 #include "log.h"
 #include "password.h"
 #include "store.h"
+#include "store_relay.h"
 
 static const char usage_text[] =
     "usage: mailcell [-c FILE] COMMAND\n"
@@ -27,7 +29,7 @@ static const char usage_text[] =
     "  user passwd ADDRESS                (password on stdin)\n"
     "  user list | user remove ADDRESS | user disable ADDRESS | user enable ADDRESS\n"
     "  alias add ADDRESS TARGET... | alias list | alias remove ADDRESS\n"
-    "  queue list | queue show|retry|hold|release|delete ID\n"
+    "  queue list | queue show ID [--json] | queue retry|hold|release|delete ID\n"
     "  mailbox list ADDRESS\n"
     "  dkim keygen DOMAIN SELECTOR [--bits N] | dkim list\n"
     "  dmarc report DOMAIN --since DATE [--until DATE]\n"
@@ -298,6 +300,66 @@ print_item(void *ctx, const struct mc_outbound_info *o)
 }
 
 static int
+show_json(struct ctx *c, const char *id)
+{
+	char *json;
+	enum mc_store_status s = mc_store_outbound_json(c->st, id, &json);
+
+	if (s == MC_STORE_OK)
+		printf("%s\n", json);
+	free(json);
+	return result(c, s);
+}
+
+/* One log entry: its time, what we sent, what the server answered. */
+static void
+print_log(void *ctx, const struct mc_item_log *e)
+{
+	char t[32], ms[8];
+
+	(void)ctx;
+	snprintf(ms, sizeof(ms), ".%03d", (int)(e->time_ms % 1000));
+	iso_time((time_t)(e->time_ms / 1000), t, sizeof(t));
+	if (strlen(t) == 20)   /* ...SSZ: put the milliseconds before the Z */
+		snprintf(t + 19, sizeof(t) - 19, "%sZ", ms);
+	if (e->command[0] != '\0')
+		printf("  %s  > %s\n", t, e->command);
+	for (const char *r = e->reply, *nl; *r != '\0'; r = nl ? nl + 1 : r + strlen(r)) {
+		nl = strchr(r, '\n');
+		printf("  %s  < %.*s\n", e->command[0] ? "                        " : t,
+		    (int)(nl ? nl - r : (ptrdiff_t)strlen(r)), r);
+		if (nl == NULL)
+			break;
+	}
+}
+
+/* `queue show ID`: the item, each recipient's state, and every attempt's log. */
+static int
+show_item(struct ctx *c, const char *id)
+{
+	struct mc_outbound_info o;
+	struct mc_item it;
+	char t[32];
+	enum mc_store_status s = mc_store_outbound_get(c->st, id, &o);
+
+	if (s != MC_STORE_OK || (s = mc_store_item_load(c->st, id, &it)) != MC_STORE_OK)
+		return result(c, s);
+	printf("id: %s\nstate: %s\nsender: <%s>\n", o.id, o.state, o.sender);
+	printf("created: %s\n", iso_time(o.created, t, sizeof(t)));
+	printf("next attempt: %s\nattempts: %d\nsize: %llu\nbody: %s\n",
+	    iso_time(o.next_attempt, t, sizeof(t)), o.attempts, (unsigned long long)it.size,
+	    it.body_type);
+	printf("recipients:\n");
+	for (size_t i = 0; i < it.nrcpts; i++)
+		printf("  <%s>\t%s\t%s\t%s%s%s\n", it.rcpts[i].address, it.rcpts[i].state,
+		    it.rcpts[i].status[0] ? it.rcpts[i].status : "-", it.rcpts[i].reply,
+		    it.rcpts[i].remote_mta[0] ? "\tvia " : "", it.rcpts[i].remote_mta);
+	mc_item_free(&it);
+	printf("log:\n");
+	return result(c, mc_store_item_log_list(c->st, id, print_log, NULL));
+}
+
+static int
 cmd_queue(struct ctx *c, int argc, char **argv)
 {
 	static const struct {
@@ -310,16 +372,12 @@ cmd_queue(struct ctx *c, int argc, char **argv)
 
 	if (argc == 1 && strcmp(argv[0], "list") == 0)
 		return result(c, mc_store_outbound_list(c->st, print_item, NULL));
+	if (argc == 3 && strcmp(argv[0], "show") == 0 && strcmp(argv[2], "--json") == 0)
+		return show_json(c, argv[1]);
 	if (argc != 2)
 		return usage();
-	if (strcmp(argv[0], "show") == 0) {
-		char *json;
-		enum mc_store_status s = mc_store_outbound_json(c->st, argv[1], &json);
-		if (s == MC_STORE_OK)
-			printf("%s\n", json);
-		free(json);
-		return result(c, s);
-	}
+	if (strcmp(argv[0], "show") == 0)
+		return show_item(c, argv[1]);
 	for (size_t i = 0; i < sizeof(acts) / sizeof(acts[0]); i++)
 		if (strcmp(argv[0], acts[i].name) == 0)
 			return result(c, acts[i].fn(c->st, argv[1]));

@@ -16,7 +16,7 @@
 #include <unistd.h>
 
 enum key_type { K_STR, K_BOOL, K_SIZE, K_UINT, K_SECONDS, K_LOGTARGET, K_HOSTPORT, K_WCONCERN,
-	K_VRFY, K_CIDRS };
+	K_VRFY, K_CIDRS, K_DURLIST, K_RELAYTLS };
 
 struct key_desc {
 	const char *name;
@@ -56,6 +56,16 @@ static const struct key_desc keys[] = {
 	{ "spf_fail_reject",      K_BOOL,      OFF(spf_fail_reject),   "no", 0, 1, 0 },
 	{ "dmarc_temperror_defer", K_BOOL,     OFF(dmarc_temperror_defer), "no", 0, 1, 0 },
 	{ "dns_timeout",          K_SECONDS,   OFF(dns_timeout),       "5", 1, 60, 0 },
+	{ "retry_schedule",       K_DURLIST,   OFF(retry_schedule),    "5m 10m 20m 40m 80m 2h 4h", 0, 0, 0 },
+	{ "queue_lifetime",       K_SECONDS,   OFF(queue_lifetime),    "5d", 60, 60 * 86400, 0 },
+	{ "delay_warning",        K_SECONDS,   OFF(delay_warning),     "4h", 0, 60 * 86400, 0 },
+	{ "claim_lease",          K_SECONDS,   OFF(claim_lease),       "15m", 5, 86400, 0 },
+	{ "relay_timeout",        K_SECONDS,   OFF(relay_timeout),     "5m", 1, 3600, 0 },
+	{ "relay_tls",            K_RELAYTLS,  OFF(relay_tls),         "opportunistic", 0, 0, 0 },
+	{ "relay_ca_file",        K_STR,       OFF(relay_ca_file),     "", 0, 0, 1 },
+	{ "relay_port",           K_UINT,      OFF(relay_port),        "25", 1, 65535, 0 },
+	{ "relay_trigger",        K_STR,       OFF(relay_trigger),     "/run/mailcell/relay.trigger", 0, 0, 1 },
+	{ "dkim_sign",            K_BOOL,      OFF(dkim_sign),         "yes", 0, 1, 0 },
 	{ "public_suffix_list",   K_STR,       OFF(public_suffix_list), "/usr/share/publicsuffix/public_suffix_list.dat", 0, 0, 0 },
 };
 #define NKEYS (sizeof(keys) / sizeof(keys[0]))
@@ -181,6 +191,8 @@ type_hint(enum key_type t)
 	case K_WCONCERN: return "expected majority or a number of nodes";
 	case K_VRFY: return "expected auth, open or closed";
 	case K_CIDRS: return "expected addresses or networks such as 127.0.0.0/8 ::1";
+	case K_DURLIST: return "expected 1 to 16 durations such as 5m 10m 1h";
+	case K_RELAYTLS: return "expected opportunistic, required or verify";
 	case K_STR: break;
 	}
 	return "must not be empty";
@@ -208,6 +220,38 @@ set_numeric(struct mc_config *cfg, const struct key_desc *k, const char *v)
 		*(unsigned *)((char *)cfg + k->off) = (unsigned)n * 1000;
 	else
 		*(unsigned *)((char *)cfg + k->off) = (unsigned)n;
+	return 0;
+}
+
+/* "5m 10m 1h": the waits between delivery attempts, the last one repeating. */
+static int
+set_durlist(struct mc_config *cfg, const char *v)
+{
+	static const uint64_t sec_mult[] = { 1, 60, 3600, 86400 };
+	unsigned n = 0, out[MC_RETRY_MAX];
+	char buf[32];
+
+	for (;;) {
+		uint64_t d;
+		size_t len;
+
+		v += strspn(v, " ,\t");
+		if (*v == '\0')
+			break;
+		len = strcspn(v, " ,\t");
+		if (n == MC_RETRY_MAX || len >= sizeof(buf))
+			return -1;
+		memcpy(buf, v, len);
+		buf[len] = '\0';
+		if (parse_number(buf, "SMHD", sec_mult, &d) != 0 || d == 0 || d > 30 * 86400)
+			return -1;
+		out[n++] = (unsigned)d;
+		v += len;
+	}
+	if (n == 0)
+		return -1;
+	memcpy(cfg->retry_schedule, out, sizeof(out));
+	cfg->nretry = n;
 	return 0;
 }
 
@@ -249,6 +293,14 @@ set_value(struct mc_config *cfg, const struct key_desc *k, const char *v, const 
 		if (parse_bool(v, &b) != 0)
 			return -1;
 		*(int *)((char *)cfg + k->off) = b;
+		return 0;
+	case K_DURLIST:
+		return set_durlist(cfg, v);
+	case K_RELAYTLS:
+		if (strcmp(v, "opportunistic") == 0) cfg->relay_tls = MC_RELAY_TLS_OPPORTUNISTIC;
+		else if (strcmp(v, "required") == 0) cfg->relay_tls = MC_RELAY_TLS_REQUIRED;
+		else if (strcmp(v, "verify") == 0) cfg->relay_tls = MC_RELAY_TLS_VERIFY;
+		else return -1;
 		return 0;
 	case K_VRFY:
 		if (strcmp(v, "auth") == 0) cfg->vrfy_policy = MC_VRFY_AUTH;

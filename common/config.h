@@ -13,6 +13,9 @@
 
 enum mc_log_target { MC_LOG_AUTO, MC_LOG_JOURNAL, MC_LOG_STDERR };
 enum mc_vrfy_policy { MC_VRFY_AUTH, MC_VRFY_OPEN, MC_VRFY_CLOSED };
+enum mc_relay_tls { MC_RELAY_TLS_OPPORTUNISTIC, MC_RELAY_TLS_REQUIRED, MC_RELAY_TLS_VERIFY };
+
+#define MC_RETRY_MAX 16
 
 struct mc_config {
 	char path[4096];          /* the file this came from */
@@ -43,6 +46,17 @@ struct mc_config {
 	int dmarc_temperror_defer; /* DMARC temperror: 451 4.7.5 */
 	unsigned dns_timeout;     /* seconds per DNS lookup */
 	char *public_suffix_list; /* for DMARC organizational domains */
+	unsigned retry_schedule[MC_RETRY_MAX]; /* seconds between attempts; the last repeats */
+	unsigned nretry;
+	unsigned queue_lifetime;  /* seconds before undelivered mail bounces */
+	unsigned delay_warning;   /* seconds before a delay DSN; 0: never */
+	unsigned claim_lease;     /* seconds a worker's claim holds */
+	unsigned relay_timeout;   /* seconds per SMTP client command */
+	enum mc_relay_tls relay_tls;
+	char *relay_ca_file;      /* extra trust anchors for relay_tls = verify */
+	unsigned relay_port;      /* port of MX hosts */
+	char *relay_trigger;      /* sessions touch it when they queue mail */
+	int dkim_sign;            /* sign outbound mail of local domains */
 };
 
 /*

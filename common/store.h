@@ -162,12 +162,19 @@ struct mc_outbound_info {
 	char body[MC_ID_LEN + 1];
 };
 
-/*
- * Queues a finished body for these recipients; id receives the item id. head
- * (NULL for none) is sent before the body, like a mailbox entry's.
- */
-enum mc_store_status mc_store_outbound_add(struct mc_store *st, const char *sender,
-    const char *const *rcpts, size_t n, const char *body_id, const char *head, char *id);
+struct mc_outbound_new {
+	const char *sender;          /* envelope sender, "" for <> */
+	const char *const *rcpts;
+	size_t nrcpts;
+	const char *body_id;
+	const char *head;            /* sent before the body, like a mailbox entry's; may be NULL */
+	const char *body_type;       /* "7bit", "8bitmime" or "binarymime" (NULL: 7bit) */
+	int smtputf8;                /* the envelope needs SMTPUTF8 */
+};
+
+/* Queues a finished body for these recipients; id receives the item id. */
+enum mc_store_status mc_store_outbound_add(struct mc_store *st, const struct mc_outbound_new *q,
+    char *id);
 enum mc_store_status mc_store_outbound_list(struct mc_store *st,
     void (*cb)(void *ctx, const struct mc_outbound_info *o), void *ctx);
 /* The whole item as relaxed extended JSON (caller frees with free()). */

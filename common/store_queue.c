@@ -166,9 +166,10 @@ mc_store_lock_release(struct mc_store *st, const char *name, const char *holder)
 /* ---- outbound queue ---- */
 
 enum mc_store_status
-mc_store_outbound_add(struct mc_store *st, const char *sender, const char *const *rcpts,
-    size_t n, const char *body_id, const char *head, char *id)
+mc_store_outbound_add(struct mc_store *st, const struct mc_outbound_new *q, char *id)
 {
+	const char *sender = q->sender, *const *rcpts = q->rcpts, *head = q->head;
+	size_t n = q->nrcpts;
 	mongoc_collection_t *c;
 	bson_t *doc = bson_new(), arr, r;
 	bson_oid_t oid, body;
@@ -178,7 +179,7 @@ mc_store_outbound_add(struct mc_store *st, const char *sender, const char *const
 	int64_t now = mc_store_now_ms();
 	enum mc_store_status s;
 
-	if ((s = mc_store_oid(st, body_id, &body)) != MC_STORE_OK) {
+	if ((s = mc_store_oid(st, q->body_id, &body)) != MC_STORE_OK) {
 		bson_destroy(doc);
 		return s;
 	}
@@ -203,6 +204,9 @@ mc_store_outbound_add(struct mc_store *st, const char *sender, const char *const
 	BSON_APPEND_OID(doc, "body", &body);
 	if (head != NULL && *head != '\0')
 		BSON_APPEND_UTF8(doc, "head", head);
+	BSON_APPEND_UTF8(doc, "body_type", q->body_type ? q->body_type : "7bit");
+	BSON_APPEND_BOOL(doc, "smtputf8", q->smtputf8 != 0);
+	BSON_APPEND_BOOL(doc, "warned", false);
 	BSON_APPEND_ARRAY_BEGIN(doc, "log", &arr);
 	bson_append_array_end(doc, &arr);
 	if ((c = mc_store_coll(st, "outbound")) == NULL)

@@ -31,9 +31,9 @@ stop_listener() {
 LISTENERS="smtp submission submissions pop3 pop3s"
 
 if [ "${1:-}" = stop ]; then
-	for l in $LISTENERS; do stop_listener "$l"; done
+	for l in $LISTENERS relay-worker; do stop_listener "$l"; done
 	scripts/devdb.sh stop "$var/devdb"
-	echo "mailcell: stopped the listeners and the dev database"
+	echo "mailcell: stopped the listeners, the relay worker and the dev database"
 	exit 0
 fi
 
@@ -52,6 +52,8 @@ allow_plaintext_auth = yes
 log_target = stderr
 CONF
 fi
+# Sessions touch the trigger when they queue mail; the relay worker watches it.
+grep -q '^relay_trigger' "$conf" || echo "relay_trigger = $var/run/relay.trigger" >>"$conf"
 if [ ! -f "$var/tls/cert.pem" ]; then
 	openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=mail.example.test" \
 		-keyout "$var/tls/key.pem" -out "$var/tls/cert.pem" 2>/dev/null
@@ -79,6 +81,12 @@ start_listener submissions 2465 smtp-session -c "$conf" --tls --submission
 start_listener pop3 1110 pop3-session -c "$conf"
 start_listener pop3s 1995 pop3-session -c "$conf" --tls
 
+# The relay worker: delivers queued outbound mail (and bounces), at once when
+# a session queues something, otherwise every 30 seconds.
+stop_listener relay-worker
+nohup bin/relay-worker -c "$conf" --loop 30 >>"$var/log/relay-worker.log" 2>&1 </dev/null &
+echo $! >"$var/run/relay-worker.pid"
+
 note=""
 if [ ! -e "$etc" ] && [ "$(id -u)" = 0 ]; then
 	mkdir -p /etc/mailcell
@@ -99,6 +107,7 @@ Listening (one session process per connection, started by systemd-socket-activat
   127.0.0.1:1110    POP3 (STLS offered)
   127.0.0.1:1995    POP3S (implicit TLS)
   127.0.0.1:$port   dev database (mailcell-devdb: FerretDB on SQLite, data in $var/devdb/data)
+Relay worker: bin/relay-worker --loop 30 (outbound queue: bin/mailcell queue list)
 
 Configuration: $conf
 $note

@@ -5,16 +5,20 @@
  */
 #include "session.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "address.h"
 #include "log.h"
 
 #define ALIAS_DEPTH 8
 
-enum resolve { R_OK, R_UNKNOWN, R_DISABLED, R_TEMP, R_TOO_MANY };
+enum resolve { R_FOUND, R_UNKNOWN, R_DISABLED, R_TEMP, R_TOO_MANY };
 
 /* Append a copy of item unless already present; -1 when full or out of memory. */
 static int
@@ -83,12 +87,12 @@ resolve_alias(struct session *s, const char *alias, struct targets *tg, int dept
 		if (local)
 			one = resolve(s, tg->list[i], depth + 1);
 		else
-			one = add_unique(&s->txn.remote, &s->txn.nremote, tg->list[i]) == 0 ? R_OK
+			one = add_unique(&s->txn.remote, &s->txn.nremote, tg->list[i]) == 0 ? R_FOUND
 			    : R_TOO_MANY;
 		if (one == R_TEMP || one == R_TOO_MANY)
 			return one;
-		if (one == R_OK)
-			r = R_OK;
+		if (one == R_FOUND)
+			r = R_FOUND;
 		else
 			mc_log(MC_LOG_WARNING, "alias target %s of %s: %s", tg->list[i], alias,
 			    one == R_DISABLED ? "disabled" : "unknown");
@@ -111,7 +115,7 @@ resolve(struct session *s, const char *key, int depth)
 	if (st == MC_STORE_OK) {
 		if (u.disabled)
 			return R_DISABLED;
-		return add_unique(&s->txn.mailboxes, &s->txn.nmailboxes, key) == 0 ? R_OK
+		return add_unique(&s->txn.mailboxes, &s->txn.nmailboxes, key) == 0 ? R_FOUND
 		    : R_TOO_MANY;
 	}
 	if (st != MC_STORE_NOTFOUND)
@@ -194,7 +198,7 @@ resolve_postmaster(struct session *s, const char *key)
 		return R_UNKNOWN;
 	mc_log(MC_LOG_WARNING, "%s is not configured; delivering to %s (add an alias)", key,
 	    u.address);
-	return add_unique(&s->txn.mailboxes, &s->txn.nmailboxes, u.address) == 0 ? R_OK
+	return add_unique(&s->txn.mailboxes, &s->txn.nmailboxes, u.address) == 0 ? R_FOUND
 	    : R_TOO_MANY;
 }
 
@@ -206,7 +210,7 @@ rcpt_local(struct session *s, const char *key, const char *shown)
 	if (r == R_UNKNOWN && strncmp(key, "postmaster@", 11) == 0)
 		r = resolve_postmaster(s, key);
 	switch (r) {
-	case R_OK:
+	case R_FOUND:
 		remember_rcpt(s, shown);
 		return;
 	case R_UNKNOWN:
@@ -321,12 +325,42 @@ lookup_vrfy(struct session *s, const char *key, int expn)
 	free_targets(&tg);
 }
 
+/* Tells a waiting relay worker that there is mail (it also wakes on its timer). */
+static void
+touch_trigger(const char *path)
+{
+	int fd;
+
+	if (path == NULL || *path == '\0')
+		return;
+	if ((fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0660)) < 0) {
+		mc_log(MC_LOG_DEBUG, "relay trigger %s: %s", path, strerror(errno));
+		return;
+	}
+	(void)futimens(fd, NULL);
+	close(fd);
+}
+
+static int
+queue_remote(struct session *s, const char *body_id, const char *head)
+{
+	static const char *const types[] = { "7bit", "8bitmime", "binarymime" };
+	char id[MC_ID_LEN + 1];
+	const struct mc_outbound_new q = { s->txn.sender, (const char *const *)s->txn.remote,
+	    s->txn.nremote, body_id, head, types[s->txn.body], s->txn.smtputf8 };
+
+	if (mc_store_outbound_add(s->st, &q, id) != MC_STORE_OK)
+		return -1;
+	mc_log(MC_LOG_INFO, "id=%s queued for relay as %s", s->txn.qid, id);
+	touch_trigger(s->cfg->relay_trigger);
+	return 0;
+}
+
 int
 deliver(struct session *s, const char *body_id, uint64_t size, const char *local_head,
     const char *remote_head, int quarantined)
 {
 	struct mc_message_meta meta = { s->txn.sender, s->remote_ip, quarantined, local_head };
-	char qid[MC_ID_LEN + 1];
 
 	if (s->txn.nmailboxes > 0 &&
 	    mc_store_deliver(s->st, body_id, size, (const char *const *)s->txn.mailboxes,
@@ -334,9 +368,7 @@ deliver(struct session *s, const char *body_id, uint64_t size, const char *local
 		(void)mc_store_undeliver(s->st, body_id);
 		return -1;
 	}
-	if (s->txn.nremote > 0 &&
-	    mc_store_outbound_add(s->st, s->txn.sender, (const char *const *)s->txn.remote,
-	    s->txn.nremote, body_id, remote_head, qid) != MC_STORE_OK) {
+	if (s->txn.nremote > 0 && queue_remote(s, body_id, remote_head) != 0) {
 		(void)mc_store_undeliver(s->st, body_id);
 		return -1;
 	}

@@ -322,8 +322,8 @@ test_queue_claims(void **state)
 	assert_int_equal(mc_store_body_write(w, "Subject: q\r\n\r\nhi\r\n", 18), MC_STORE_OK);
 	assert_int_equal(mc_store_body_finish(w, body), MC_STORE_OK);
 	for (int i = 0; i < ITEMS; i++) {
-		assert_int_equal(mc_store_outbound_add(st, "s@m.example", rcpts, 2, body, NULL, id),
-		    MC_STORE_OK);
+		const struct mc_outbound_new q = { "s@m.example", rcpts, 2, body, NULL, NULL, 0 };
+		assert_int_equal(mc_store_outbound_add(st, &q, id), MC_STORE_OK);
 		if (i == 0)
 			strcpy(first, id);
 	}
@@ -389,7 +389,8 @@ test_queue_operator(void **state)
 	assert_int_equal(mc_store_body_begin(st, &w), MC_STORE_OK);
 	assert_int_equal(mc_store_body_write(w, "x\r\n", 3), MC_STORE_OK);
 	assert_int_equal(mc_store_body_finish(w, body), MC_STORE_OK);
-	assert_int_equal(mc_store_outbound_add(st, "", rcpts, 1, body, NULL, id), MC_STORE_OK);
+	const struct mc_outbound_new q = { "", rcpts, 1, body, NULL, "8bitmime", 0 };
+	assert_int_equal(mc_store_outbound_add(st, &q, id), MC_STORE_OK);
 	assert_int_equal(mc_store_outbound_hold(st, id), MC_STORE_OK);
 	assert_int_equal(mc_store_outbound_get(st, id, &o), MC_STORE_OK);
 	assert_string_equal(o.state, "held");
