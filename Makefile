@@ -7,9 +7,11 @@ DESTDIR ?=
 CC      ?= cc
 SAN     ?=
 
-PKGS     := openssl libmongoc-1.0 libbson-1.0 libsystemd libxcrypt
+PKGS     := openssl libmongoc-1.0 libbson-1.0 libxcrypt
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+# sd_notify, for the relay worker only (sessions write the journal protocol themselves).
+SYSTEMD_LIBS := $(shell pkg-config --libs libsystemd 2>/dev/null)
 # SPF/DKIM/DMARC for inbound mail (libspf2 and libopendmarc ship no .pc file).
 AUTH_LIBS  := -lspf2 $(shell pkg-config --libs opendkim 2>/dev/null) -lopendmarc -lresolv
 
@@ -93,7 +95,7 @@ $(LIBRELAY): $(RELAY_OBJ)
 
 $(BINDIR)/relay-worker: $(BUILD)/relay-worker/main.o $(LIBRELAY) $(LIBCOMMON)
 	@mkdir -p $(@D)
-	$(CC) $(ALL_LDFLAGS) -o $@ $(BUILD)/relay-worker/main.o $(LIBRELAY) $(LIBCOMMON) $(PKG_LIBS) $(AUTH_LIBS)
+	$(CC) $(ALL_LDFLAGS) -o $@ $(BUILD)/relay-worker/main.o $(LIBRELAY) $(LIBCOMMON) $(PKG_LIBS) $(AUTH_LIBS) $(SYSTEMD_LIBS)
 
 $(BUILD)/tests/%: tests/unit/%.c $(LIBRELAY) $(LIBCOMMON)
 	@mkdir -p $(@D)
@@ -135,3 +137,8 @@ uninstall:
 	rm -f $(DESTDIR)$(PREFIX)/bin/mailcell $(DESTDIR)$(PREFIX)/bin/smtp-session $(DESTDIR)$(PREFIX)/bin/pop3-session
 	rm -f $(DESTDIR)$(PREFIX)/bin/relay-worker
 	rm -rf $(DESTDIR)$(PREFIX)/share/mailcell
+
+# Fuzzing (libFuzzer, clang): `make fuzz FUZZ_SECONDS=N`; see fuzz/README.md.
+-include fuzz/fuzz.mk
+# Benchmarks against Postfix and Dovecot: `make bench`; see bench/README.md.
+-include bench/bench.mk

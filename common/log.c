@@ -1,7 +1,7 @@
 /*
  * log.c - one logging path for all programs. Under systemd (JOURNAL_STREAM or
- * INVOCATION_ID set, and the journal socket present) entries go through
- * sd_journal_send with PROGRAM, SESSION_ID and REMOTE_ADDR fields; otherwise
+ * INVOCATION_ID set, and the journal socket present) entries go to the journal
+ * with MAILCELL_PROGRAM, MAILCELL_SESSION and REMOTE_ADDR fields; otherwise
  * "program[pid]: session remote: message" lines go to stderr.
  */
 #include "log.h"
@@ -12,10 +12,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
-
-#include <systemd/sd-journal.h>
 
 #define JOURNAL_SOCKET "/run/systemd/journal/socket"
 
@@ -97,6 +97,32 @@ mc_log_session_id(void)
 	return lg.session;
 }
 
+/*
+ * One entry in systemd's native journal protocol: a datagram of FIELD=value
+ * lines (values here never hold a newline). libsystemd would do the same but
+ * costs every session process about 1.5 ms to load with its dependencies;
+ * the protocol is documented as stable for clients that write it themselves.
+ */
+static int
+journal_send(enum mc_log_level level, const char *msg)
+{
+	static int fd = -1;
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	char buf[2600];
+	int n;
+
+	if (fd < 0 && (fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0)) < 0)
+		return -1;
+	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", JOURNAL_SOCKET);
+	n = snprintf(buf, sizeof(buf), "MESSAGE=%s\nPRIORITY=%d\nSYSLOG_IDENTIFIER=%s\n"
+	    "MAILCELL_PROGRAM=%s\nMAILCELL_SESSION=%s\nREMOTE_ADDR=%s\n", msg, (int)level,
+	    lg.program, lg.program, lg.session, lg.remote[0] ? lg.remote : "-");
+	if (n < 0 || (size_t)n >= sizeof(buf))
+		return -1;
+	return sendto(fd, buf, (size_t)n, MSG_NOSIGNAL, (struct sockaddr *)&sa, sizeof(sa)) == n
+	    ? 0 : -1;
+}
+
 /* Replace control characters so that a hostile string cannot forge lines. */
 static void
 sanitize(char *s)
@@ -118,13 +144,8 @@ mc_log(enum mc_log_level level, const char *fmt, ...)
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
 	sanitize(msg);
-	if (lg.journal) {
-		sd_journal_send("MESSAGE=%s", msg, "PRIORITY=%d", (int)level,
-		    "SYSLOG_IDENTIFIER=%s", lg.program, "MAILCELL_PROGRAM=%s", lg.program,
-		    "MAILCELL_SESSION=%s", lg.session, "REMOTE_ADDR=%s",
-		    lg.remote[0] ? lg.remote : "-", NULL);
+	if (lg.journal && journal_send(level, msg) == 0)
 		return;
-	}
 	if (lg.remote[0])
 		fprintf(stderr, "%s[%ld]: %s %s: %s\n", lg.program, (long)getpid(), lg.session,
 		    lg.remote, msg);
