@@ -10,6 +10,12 @@ SAN     ?=
 PKGS     := openssl libmongoc-1.0 libbson-1.0 libxcrypt
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+# Session programs link only these; the store (libmongoc) is a module they
+# load at first use (lib/mailcell/store.so), see common/lazy_store.c.
+SESSION_LIBS := $(shell pkg-config --libs openssl libxcrypt 2>/dev/null)
+MONGO_LIBS := $(shell pkg-config --libs libmongoc-1.0 libbson-1.0 2>/dev/null)
+# What the modules use from the program that loads them.
+SESSION_EXPORTS := -Wl,--export-dynamic-symbol=mc_log
 # sd_notify, for the relay worker only (sessions write the journal protocol themselves).
 SYSTEMD_LIBS := $(shell pkg-config --libs libsystemd 2>/dev/null)
 # SPF/DKIM/DMARC for inbound mail (libspf2 and libopendmarc ship no .pc file).
@@ -25,16 +31,25 @@ endif
 
 CFLAGS  ?= -O2 -g
 WARN    := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wformat=2
-ALL_CFLAGS  := -std=c11 -D_GNU_SOURCE $(WARN) $(CFLAGS) $(SANFLAGS) -Icommon $(PKG_CFLAGS)
+ALL_CFLAGS  := -std=c11 -D_GNU_SOURCE -fPIC $(WARN) $(CFLAGS) $(SANFLAGS) -Icommon $(PKG_CFLAGS)
 ALL_LDFLAGS := $(LDFLAGS) $(SANFLAGS) -Wl,--as-needed
 
-COMMON_SRC := $(wildcard common/*.c)
+# The store (common/store*.c) is linked into the operator tool, the relay
+# worker and the tests, and built as a module for the session programs.
+STORE_SRC  := $(wildcard common/store*.c)
+STORE_OBJ  := $(STORE_SRC:%.c=$(BUILD)/%.o)
+LIBSTORE   := $(BUILD)/libmcstore.a
+COMMON_SRC := $(filter-out $(STORE_SRC) common/lazy_store.c,$(wildcard common/*.c))
 COMMON_OBJ := $(COMMON_SRC:%.c=$(BUILD)/%.o)
 LIBCOMMON  := $(BUILD)/libmailcell.a
+LAZY_STORE := $(BUILD)/common/lazy_store.o
 
 ADMIN_SRC  := $(wildcard admin/*.c)
 ADMIN_OBJ  := $(ADMIN_SRC:%.c=$(BUILD)/%.o)
-SMTP_SRC   := $(wildcard smtp-session/*.c)
+# SPF/DKIM/DMARC are a module the SMTP session loads for the first checked message.
+INBOUND_SRC := $(addprefix smtp-session/,inbound.c spf.c dkimv.c dmarc.c dnsq.c)
+INBOUND_OBJ := $(INBOUND_SRC:%.c=$(BUILD)/%.o) $(BUILD)/common/cidr.o $(BUILD)/common/headers.o
+SMTP_SRC   := $(filter-out $(INBOUND_SRC),$(wildcard smtp-session/*.c))
 SMTP_OBJ   := $(SMTP_SRC:%.c=$(BUILD)/%.o)
 POP3_SRC   := $(wildcard pop3-session/*.c)
 POP3_OBJ   := $(POP3_SRC:%.c=$(BUILD)/%.o)
@@ -55,8 +70,10 @@ BINDIR := $(BUILD)/bin
 else
 BINDIR := bin
 endif
+MODDIR   := $(BINDIR)/../lib/mailcell
+MODULES  := $(MODDIR)/store.so $(MODDIR)/inbound.so
 PROGRAMS := $(BINDIR)/mailcell $(BINDIR)/smtp-session $(BINDIR)/pop3-session \
-	$(BINDIR)/relay-worker
+	$(BINDIR)/relay-worker $(MODULES)
 
 .PHONY: all deps check unit e2e run stop clean install uninstall devdb
 .SUFFIXES:
@@ -76,30 +93,48 @@ $(LIBCOMMON): $(COMMON_OBJ)
 	rm -f $@
 	ar rcs $@ $^
 
-$(BINDIR)/mailcell: $(ADMIN_OBJ) $(LIBCOMMON)
+$(LIBSTORE): $(STORE_OBJ)
 	@mkdir -p $(@D)
-	$(CC) $(ALL_LDFLAGS) -o $@ $(ADMIN_OBJ) $(LIBCOMMON) $(PKG_LIBS)
+	rm -f $@
+	ar rcs $@ $^
 
-$(BINDIR)/smtp-session: $(SMTP_OBJ) $(LIBCOMMON)
+# -Bsymbolic: the module's own calls stay inside it, never reach the program's forwarders.
+$(MODDIR)/store.so: $(STORE_OBJ)
 	@mkdir -p $(@D)
-	$(CC) $(ALL_LDFLAGS) -o $@ $(SMTP_OBJ) $(LIBCOMMON) $(PKG_LIBS) $(AUTH_LIBS)
+	$(CC) -shared $(ALL_LDFLAGS) -Wl,-Bsymbolic -o $@ $(STORE_OBJ) $(MONGO_LIBS)
 
-$(BINDIR)/pop3-session: $(POP3_OBJ) $(LIBCOMMON)
+$(MODDIR)/inbound.so: $(INBOUND_OBJ)
 	@mkdir -p $(@D)
-	$(CC) $(ALL_LDFLAGS) -o $@ $(POP3_OBJ) $(LIBCOMMON) $(PKG_LIBS)
+	$(CC) -shared $(ALL_LDFLAGS) -Wl,-Bsymbolic -o $@ $(INBOUND_OBJ) $(AUTH_LIBS)
+
+$(BINDIR)/mailcell: $(ADMIN_OBJ) $(LIBSTORE) $(LIBCOMMON)
+	@mkdir -p $(@D)
+	$(CC) $(ALL_LDFLAGS) -o $@ $(ADMIN_OBJ) $(LIBSTORE) $(LIBCOMMON) $(PKG_LIBS)
+
+$(BINDIR)/smtp-session: $(SMTP_OBJ) $(LAZY_STORE) $(LIBCOMMON)
+	@mkdir -p $(@D)
+	$(CC) $(ALL_LDFLAGS) $(SESSION_EXPORTS) -o $@ $(SMTP_OBJ) $(LAZY_STORE) $(LIBCOMMON) \
+	    $(SESSION_LIBS)
+
+$(BINDIR)/pop3-session: $(POP3_OBJ) $(LAZY_STORE) $(LIBCOMMON)
+	@mkdir -p $(@D)
+	$(CC) $(ALL_LDFLAGS) $(SESSION_EXPORTS) -o $@ $(POP3_OBJ) $(LAZY_STORE) $(LIBCOMMON) \
+	    $(SESSION_LIBS)
 
 $(LIBRELAY): $(RELAY_OBJ)
 	@mkdir -p $(@D)
 	rm -f $@
 	ar rcs $@ $^
 
-$(BINDIR)/relay-worker: $(BUILD)/relay-worker/main.o $(LIBRELAY) $(LIBCOMMON)
+$(BINDIR)/relay-worker: $(BUILD)/relay-worker/main.o $(LIBRELAY) $(LIBSTORE) $(LIBCOMMON)
 	@mkdir -p $(@D)
-	$(CC) $(ALL_LDFLAGS) -o $@ $(BUILD)/relay-worker/main.o $(LIBRELAY) $(LIBCOMMON) $(PKG_LIBS) $(AUTH_LIBS) $(SYSTEMD_LIBS)
+	$(CC) $(ALL_LDFLAGS) -o $@ $(BUILD)/relay-worker/main.o $(LIBRELAY) $(LIBSTORE) $(LIBCOMMON) \
+	    $(PKG_LIBS) $(AUTH_LIBS) $(SYSTEMD_LIBS)
 
-$(BUILD)/tests/%: tests/unit/%.c $(LIBRELAY) $(LIBCOMMON)
+$(BUILD)/tests/%: tests/unit/%.c $(LIBRELAY) $(LIBSTORE) $(LIBCOMMON)
 	@mkdir -p $(@D)
-	$(CC) $(ALL_CFLAGS) -Irelay-worker $(ALL_LDFLAGS) -o $@ $< $(LIBRELAY) $(LIBCOMMON) $(PKG_LIBS) $(AUTH_LIBS) -lcmocka
+	$(CC) $(ALL_CFLAGS) -Irelay-worker $(ALL_LDFLAGS) -o $@ $< $(LIBRELAY) $(LIBSTORE) $(LIBCOMMON) \
+	    $(PKG_LIBS) $(AUTH_LIBS) -lcmocka
 
 bin/mailcell-devdb: $(GO_SRC)
 	@mkdir -p $(@D)
@@ -122,7 +157,7 @@ stop:
 	@scripts/run.sh stop
 
 clean:
-	rm -rf build bin
+	rm -rf build bin lib
 
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/mailcell

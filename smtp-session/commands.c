@@ -240,7 +240,7 @@ inbound_checks(struct session *s)
 	if ((s->txn.inbound = inbound_begin(s->cfg, s->remote_ip, s->helo, s->txn.sender)) == NULL)
 		return 0;
 	spf = inbound_spf(s->txn.inbound);
-	if (s->cfg->spf_fail_reject && strcmp(spf->result, "fail") == 0) {
+	if (spf != NULL && s->cfg->spf_fail_reject && strcmp(spf->result, "fail") == 0) {
 		reply_err(s, 550, "5.7.23", "SPF check failed: %s does not designate %s as a "
 		    "permitted sender", spf->domain, s->remote_ip);
 		return -1;

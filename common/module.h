@@ -1,0 +1,21 @@
+/*
+ * module.h - loading parts of mailcell at first use (dlopen): a session
+ * process pays for libmongoc, libspf2 and friends only when it needs them,
+ * not at every exec (DESIGN.md, "Startup budget").
+ */
+#ifndef MC_MODULE_H
+#define MC_MODULE_H
+
+#include <stddef.h>
+
+/*
+ * Loads NAME.so from $MAILCELL_LIBDIR, else from ../lib/mailcell/ beside
+ * the running program (bin/ in the build tree, $(PREFIX)/bin installed).
+ * Returns the handle (cached per name), or NULL with one line in err.
+ */
+void *mc_module_load(const char *name, char *err, size_t errlen);
+
+/* The address of symbol in a loaded module, or NULL with one line in err. */
+void *mc_module_sym(void *handle, const char *symbol, char *err, size_t errlen);
+
+#endif
