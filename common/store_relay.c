@@ -80,6 +80,8 @@ item_from_doc(struct mc_store *st, const bson_t *doc, struct mc_item *it)
 	if (bson_iter_init_find(&i, doc, "attempts"))
 		it->attempts = (int)bson_iter_as_int64(&i);
 	it->created = date_of(doc, "created");
+	if (bson_iter_init_find(&i, doc, "size"))
+		it->size = (uint64_t)bson_iter_as_int64(&i);
 	mc_store_get_str(doc, "head", head, sizeof(head));
 	if ((it->head = strdup(head)) == NULL)
 		return mc_store_seterr(st, MC_STORE_TEMP, "out of memory");
@@ -139,8 +141,8 @@ mc_store_item_load(struct mc_store *st, const char *id, struct mc_item *out)
 	mongoc_cursor_destroy(cur);
 	bson_destroy(f);
 	mongoc_collection_destroy(c);
-	if (s == MC_STORE_OK)
-		out->size = strlen(out->head) + (out->body[0] ? body_length(st, out->body) : 0);
+	if (s == MC_STORE_OK && out->body[0] != '\0')
+		out->size = strlen(out->head) + body_length(st, out->body);
 	if (s != MC_STORE_OK)
 		mc_item_free(out);
 	return s;
@@ -266,6 +268,7 @@ mc_store_item_finish(struct mc_store *st, const struct mc_item *it, const char *
 	BSON_APPEND_DATE_TIME(&set, "next_attempt", (int64_t)next_attempt * 1000);
 	BSON_APPEND_DATE_TIME(&set, "lease_until", 0);
 	BSON_APPEND_BOOL(&set, "warned", it->warned != 0);
+	BSON_APPEND_INT64(&set, "size", (int64_t)it->size);   /* kept once the body is gone */
 	append_rcpts(&set, it);
 	bson_append_document_end(&u, &set);
 	if (done)
