@@ -159,19 +159,80 @@ stop:
 clean:
 	rm -rf build bin lib
 
-install: all
-	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/mailcell
-	install -m 0755 bin/mailcell $(DESTDIR)$(PREFIX)/bin/mailcell
-	install -m 0755 bin/smtp-session $(DESTDIR)$(PREFIX)/bin/smtp-session
-	install -m 0755 bin/pop3-session $(DESTDIR)$(PREFIX)/bin/pop3-session
-	install -m 0755 bin/relay-worker $(DESTDIR)$(PREFIX)/bin/relay-worker
-	install -d $(DESTDIR)/etc/mailcell
-	install -m 0644 units/mailcell.conf.example $(DESTDIR)$(PREFIX)/share/mailcell/mailcell.conf.example
+# `make install` needs the C programs only: not the Go dev database, not a
+# database. PREFIX (default /usr/local) and DESTDIR (staging) as usual:
+#   $(PREFIX)/bin                  mailcell smtp-session pop3-session relay-worker
+#   $(PREFIX)/lib/mailcell         store.so inbound.so (found from ../lib/mailcell
+#                                  of the programs), mailcell-inetd (inetd wrapper)
+#   $(PREFIX)/share/mailcell       templates/, mailcell.conf.example, and inetd.conf,
+#                                  xinetd.d/, tcpserver/, s6/, cron.d/ as examples
+#   UNITDIR, SYSUSERSDIR,          systemd units, the mailcell user, /run/mailcell:
+#   TMPFILESDIR                    $(PREFIX)/lib/{systemd/system,sysusers.d,tmpfiles.d},
+#                                  where systemd looks for PREFIX=/usr/local and /usr
+#   $(PREFIX)/share/doc/mailcell   README.md
+#   /etc/mailcell/mailcell.conf    the example, mode 640, only when there is none
+# Paths inside installed files follow PREFIX. Without DESTDIR, as root, it also
+# creates the mailcell user and /run/mailcell and reloads systemd. `make
+# uninstall` removes what install put, but never /etc/mailcell.
+install uninstall: UNITDIR ?= $(PREFIX)/lib/systemd/system
+install uninstall: SYSUSERSDIR ?= $(PREFIX)/lib/sysusers.d
+install uninstall: TMPFILESDIR ?= $(PREFIX)/lib/tmpfiles.d
+install uninstall: MC_UNITS = $(notdir $(wildcard units/*.socket units/*.service units/*.timer units/*.path))
+install: MC_EXAMPLES = inetd.conf xinetd.d tcpserver s6 cron.d
+install: MC_SUBST = sed -e 's|/usr/local/bin/|$(PREFIX)/bin/|g' \
+	-e 's|/usr/local/lib/mailcell/|$(PREFIX)/lib/mailcell/|g' -e 's|/usr/local/share/|$(PREFIX)/share/|g'
+# The programs' built-in templates_dir is /usr/local/share/mailcell/templates.
+install: MC_CONF = $(MC_SUBST) $(if $(filter /usr/local,$(PREFIX)),,-e 's|^\#\(templates_dir = \)|\1|')
+install: $(PROGRAMS)
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/mailcell \
+	    $(DESTDIR)$(PREFIX)/share/mailcell/templates $(DESTDIR)$(PREFIX)/share/doc/mailcell \
+	    $(DESTDIR)$(UNITDIR) $(DESTDIR)$(SYSUSERSDIR) $(DESTDIR)$(TMPFILESDIR)
+	install -m 0755 $(BINDIR)/mailcell $(BINDIR)/smtp-session $(BINDIR)/pop3-session \
+	    $(BINDIR)/relay-worker $(DESTDIR)$(PREFIX)/bin/
+	install -m 0644 $(MODULES) $(DESTDIR)$(PREFIX)/lib/mailcell/
+	$(MC_SUBST) units/mailcell-inetd >$(DESTDIR)$(PREFIX)/lib/mailcell/mailcell-inetd
+	chmod 0755 $(DESTDIR)$(PREFIX)/lib/mailcell/mailcell-inetd
+	install -m 0644 templates/* $(DESTDIR)$(PREFIX)/share/mailcell/templates/
+	for f in $(MC_UNITS); do \
+	    $(MC_SUBST) units/$$f >$(DESTDIR)$(UNITDIR)/$$f && chmod 0644 $(DESTDIR)$(UNITDIR)/$$f || exit 1; \
+	done
+	install -m 0644 units/sysusers.d/mailcell.conf $(DESTDIR)$(SYSUSERSDIR)/mailcell.conf
+	install -m 0644 units/tmpfiles.d/mailcell.conf $(DESTDIR)$(TMPFILESDIR)/mailcell.conf
+	$(MC_CONF) units/mailcell.conf.example >$(DESTDIR)$(PREFIX)/share/mailcell/mailcell.conf.example
+	chmod 0644 $(DESTDIR)$(PREFIX)/share/mailcell/mailcell.conf.example
+	for f in $$(cd units && find $(MC_EXAMPLES) -type f); do \
+	    d=$(DESTDIR)$(PREFIX)/share/mailcell/$$f; mode=0644; [ -x units/$$f ] && mode=0755; \
+	    install -d $$(dirname $$d) && $(MC_SUBST) units/$$f >$$d && chmod $$mode $$d || exit 1; \
+	done
+	install -m 0644 README.md $(DESTDIR)$(PREFIX)/share/doc/mailcell/README.md
+	@if [ -z "$(DESTDIR)" ] && [ "$$(id -u)" = 0 ]; then \
+	    if command -v systemd-sysusers >/dev/null; then \
+	        echo "systemd-sysusers $(SYSUSERSDIR)/mailcell.conf"; \
+	        systemd-sysusers $(SYSUSERSDIR)/mailcell.conf || exit 1; fi; \
+	    if command -v systemd-tmpfiles >/dev/null && getent passwd mailcell >/dev/null; then \
+	        echo "systemd-tmpfiles --create $(TMPFILESDIR)/mailcell.conf"; \
+	        systemd-tmpfiles --create $(TMPFILESDIR)/mailcell.conf || exit 1; fi; \
+	    if [ -d /run/systemd/system ]; then echo "systemctl daemon-reload"; systemctl daemon-reload; fi; \
+	fi
+	@conf=$(DESTDIR)/etc/mailcell/mailcell.conf; \
+	if [ -e $$conf ] || [ -L $$conf ]; then \
+	    echo "install: $$conf exists, left as it is"; \
+	else \
+	    dir=; [ -d $(DESTDIR)/etc/mailcell ] || dir=$(DESTDIR)/etc/mailcell; \
+	    [ -z "$$dir" ] || install -d -m 0750 $$dir || exit 1; \
+	    $(MC_CONF) units/mailcell.conf.example >$$conf && chmod 0640 $$conf || exit 1; \
+	    if [ -z "$(DESTDIR)" ] && getent group mailcell >/dev/null; then \
+	        chgrp mailcell $$conf $$dir || exit 1; fi; \
+	    echo "install: wrote $$conf (mode 640): edit it"; \
+	fi
 
 uninstall:
-	rm -f $(DESTDIR)$(PREFIX)/bin/mailcell $(DESTDIR)$(PREFIX)/bin/smtp-session $(DESTDIR)$(PREFIX)/bin/pop3-session
-	rm -f $(DESTDIR)$(PREFIX)/bin/relay-worker
-	rm -rf $(DESTDIR)$(PREFIX)/share/mailcell
+	rm -f $(addprefix $(DESTDIR)$(PREFIX)/bin/,mailcell smtp-session pop3-session relay-worker)
+	rm -rf $(DESTDIR)$(PREFIX)/lib/mailcell
+	rm -f $(addprefix $(DESTDIR)$(UNITDIR)/,$(MC_UNITS))
+	rm -f $(DESTDIR)$(SYSUSERSDIR)/mailcell.conf $(DESTDIR)$(TMPFILESDIR)/mailcell.conf
+	rm -rf $(DESTDIR)$(PREFIX)/share/mailcell $(DESTDIR)$(PREFIX)/share/doc/mailcell
+	@if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then systemctl daemon-reload; fi
 
 # Fuzzing (libFuzzer, clang): `make fuzz FUZZ_SECONDS=N`; see fuzz/README.md.
 -include fuzz/fuzz.mk

@@ -2,7 +2,9 @@
  * log.c - one logging path for all programs. Under systemd (JOURNAL_STREAM or
  * INVOCATION_ID set, and the journal socket present) entries go to the journal
  * with MAILCELL_PROGRAM, MAILCELL_SESSION and REMOTE_ADDR fields; otherwise
- * "program[pid]: session remote: message" lines go to stderr.
+ * "program[pid]: session remote: message" lines go to stderr - unless stderr
+ * is the client's socket (inetd and xinetd pass it as fds 0, 1 and 2): then
+ * to syslog, so that log lines never reach the SMTP or POP3 dialogue.
  */
 #include "log.h"
 
@@ -15,6 +17,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <syslog.h>
 #include <unistd.h>
 
 #define JOURNAL_SOCKET "/run/systemd/journal/socket"
@@ -24,8 +27,9 @@ static struct {
 	char session[17];
 	char remote[64];
 	int journal;
+	int syslog;
 	int debug;
-} lg = { "mailcell", "-", "", 0, 0 };
+} lg = { "mailcell", "-", "", 0, 0, 0 };
 
 int
 mc_random_bytes(void *buf, size_t n)
@@ -75,6 +79,17 @@ journal_wanted(enum mc_log_target target)
 	return getenv("JOURNAL_STREAM") != NULL || getenv("INVOCATION_ID") != NULL;
 }
 
+/* 1 when fd 2 is the same socket as fd 0: the peer would read our log. */
+static int
+stderr_is_client(void)
+{
+	struct stat in, err;
+
+	if (fstat(0, &in) != 0 || fstat(2, &err) != 0 || !S_ISSOCK(err.st_mode))
+		return 0;
+	return in.st_dev == err.st_dev && in.st_ino == err.st_ino;
+}
+
 void
 mc_log_init(const char *program, enum mc_log_target target, int debug)
 {
@@ -82,6 +97,9 @@ mc_log_init(const char *program, enum mc_log_target target, int debug)
 	if (mc_random_hex(lg.session, 8) != 0)
 		snprintf(lg.session, sizeof(lg.session), "%08x", (unsigned)getpid());
 	lg.journal = journal_wanted(target);
+	lg.syslog = !lg.journal && stderr_is_client();
+	if (lg.syslog)
+		openlog(lg.program, LOG_PID | LOG_NDELAY, LOG_MAIL);
 	lg.debug = debug;
 }
 
@@ -146,6 +164,10 @@ mc_log(enum mc_log_level level, const char *fmt, ...)
 	sanitize(msg);
 	if (lg.journal && journal_send(level, msg) == 0)
 		return;
+	if (lg.syslog) {
+		syslog((int)level, "%s %s: %s", lg.session, lg.remote[0] ? lg.remote : "-", msg);
+		return;
+	}
 	if (lg.remote[0])
 		fprintf(stderr, "%s[%ld]: %s %s: %s\n", lg.program, (long)getpid(), lg.session,
 		    lg.remote, msg);
