@@ -7,6 +7,8 @@
 #include "relay.h"
 
 #include <ctype.h>
+#include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -145,6 +147,71 @@ conclude(struct attempt *a)
 	    strcmp(state, "queued") == 0 ? next : now) == MC_STORE_OK ? 0 : -1;
 }
 
+/*
+ * Keeps the claim alive while the item is delivered: a server may take
+ * longer than the lease to answer (relay_timeout can exceed claim_lease), and
+ * another worker must not take over an item that is still being worked on.
+ * The thread has its own store connection (a client is not shared).
+ */
+struct heartbeat {
+	pthread_t thread;
+	pthread_mutex_t lock;
+	pthread_cond_t wake;
+	int stop;
+	const struct mc_config *cfg;
+	char id[MC_ID_LEN + 1];
+	const char *owner;
+};
+
+static void *
+beat(void *arg)
+{
+	struct heartbeat *h = arg;
+	struct mc_store *st = mc_store_new(h->cfg);
+	unsigned every = h->cfg->claim_lease / 3 ? h->cfg->claim_lease / 3 : 1;
+
+	pthread_mutex_lock(&h->lock);
+	while (!h->stop && st != NULL) {
+		struct timespec until;
+		clock_gettime(CLOCK_REALTIME, &until);
+		until.tv_sec += (time_t)every;
+		if (pthread_cond_timedwait(&h->wake, &h->lock, &until) != ETIMEDOUT || h->stop)
+			continue;
+		pthread_mutex_unlock(&h->lock);
+		if (mc_store_item_renew(st, h->id, h->owner, h->cfg->claim_lease) != MC_STORE_OK)
+			mc_log(MC_LOG_WARNING, "queue %s: claim not renewed: %s", h->id,
+			    mc_store_error(st));
+		pthread_mutex_lock(&h->lock);
+	}
+	pthread_mutex_unlock(&h->lock);
+	mc_store_free(st);
+	return NULL;
+}
+
+static int
+heartbeat_start(struct heartbeat *h, struct relay *r, const char *id)
+{
+	memset(h, 0, sizeof(*h));
+	h->cfg = r->cfg;
+	h->owner = r->owner;
+	snprintf(h->id, sizeof(h->id), "%s", id);
+	pthread_mutex_init(&h->lock, NULL);
+	pthread_cond_init(&h->wake, NULL);
+	return pthread_create(&h->thread, NULL, beat, h) == 0 ? 0 : -1;
+}
+
+static void
+heartbeat_stop(struct heartbeat *h)
+{
+	pthread_mutex_lock(&h->lock);
+	h->stop = 1;
+	pthread_cond_signal(&h->wake);
+	pthread_mutex_unlock(&h->lock);
+	pthread_join(h->thread, NULL);
+	pthread_cond_destroy(&h->wake);
+	pthread_mutex_destroy(&h->lock);
+}
+
 /* Delivers one claimed item; -1 when the store failed (the lease will expire). */
 static int
 process(struct relay *r, const char *id)
@@ -163,7 +230,11 @@ process(struct relay *r, const char *id)
 	a->newly_failed = calloc(a->it.nrcpts, sizeof(int));
 	a->touched = calloc(a->it.nrcpts, sizeof(int));
 	if (a->newly_failed != NULL && a->touched != NULL) {
+		struct heartbeat h;
+		int beating = heartbeat_start(&h, r, id) == 0;
 		deliver_all(a);
+		if (beating)
+			heartbeat_stop(&h);
 		rc = conclude(a);
 	}
 	if (rc != 0)
