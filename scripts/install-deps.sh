@@ -8,7 +8,7 @@ set -eu
 PACKAGES="pkg-config gcc make clang libssl-dev openssl libmongoc-dev libbson-dev
 libspf2-dev libopendkim-dev libopendmarc-dev libsystemd-dev libcrypt-dev
 libcmocka-dev python3 python3-pytest python3-pymongo python3-gridfs swaks systemd curl strace fetchmail mpop publicsuffix valgrind ca-certificates
-python3-dkim dnsmasq-base iproute2 ucspi-tcp openbsd-inetd s6"
+python3-dkim dnsmasq-base iproute2 ucspi-tcp openbsd-inetd s6 postfix dovecot-pop3d"
 
 missing=""
 for p in $PACKAGES; do
@@ -24,6 +24,10 @@ if [ -n "$missing" ]; then
 	fi
 	echo "install-deps: installing$missing"
 	export DEBIAN_FRONTEND=noninteractive
+	# Postfix is a test peer and benchmark, never this machine's MTA: the
+	# tests run private instances, so the package configures nothing.
+	echo "postfix postfix/main_mailer_type select No configuration" |
+		debconf-set-selections 2>/dev/null || true
 	apt-get update -q >/dev/null
 	# shellcheck disable=SC2086
 	apt-get install -y -q --no-install-recommends $missing >/dev/null
