@@ -135,7 +135,16 @@ mailbox_domain(char *mb, char *dom, size_t len)
 		dom[i] = (char)tolower(c);
 	}
 	dom[n] = '\0';
-	return 0;
+	/*
+	 * Nothing may follow but white space (and a group's ';'): a reader joins
+	 * "a@paypal .com" or "a@paypal(x).com" into paypal.com (RFC 5322 obs-domain),
+	 * so checking "paypal" would let the message pass as someone else's.
+	 */
+	at += n;
+	at += strspn(at, " \t\r\n");
+	if (lt == NULL && *at == ';')
+		at += 1 + strspn(at + 1, " \t\r\n");
+	return *at == '\0' ? 0 : -1;
 }
 
 /* Records the From field's domain; several or none make the message unusable. */
@@ -148,7 +157,9 @@ from_field(struct inbound *in, const char *field, size_t len)
 
 	if (++in->from_count > 1 || colon == NULL)
 		return;
-	if ((v = strndup(colon + 1, len - (size_t)(colon + 1 - field))) == NULL) {
+	/* A NUL (BDAT lets it through) would hide the rest of the field from us only. */
+	if (memchr(colon + 1, '\0', len - (size_t)(colon + 1 - field)) != NULL ||
+	    (v = strndup(colon + 1, len - (size_t)(colon + 1 - field))) == NULL) {
 		in->from_bad = 1;
 		return;
 	}
