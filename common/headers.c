@@ -9,16 +9,23 @@
 #include <string.h>
 #include <strings.h>
 
+/* Room for add more octets (doubling, so that tiny appends stay linear). */
 static int
-grow(char **buf, size_t have, size_t add)
+grow(char **buf, size_t *cap, size_t have, size_t add)
 {
+	size_t want = *cap ? *cap : 256;
 	char *n;
 
 	if (have + add > HDR_FIELD_MAX)
 		return 1;
-	if ((n = realloc(*buf, have + add)) == NULL)
+	if (have + add <= *cap)
+		return 0;
+	while (want < have + add)
+		want *= 2;
+	if ((n = realloc(*buf, want)) == NULL)
 		return -1;
 	*buf = n;
+	*cap = want;
 	return 0;
 }
 
@@ -71,7 +78,7 @@ separator(struct hdr_parser *p, const struct hdr_callbacks *cb, const char *line
 static int
 append_field(struct hdr_parser *p, const struct hdr_callbacks *cb, const char *line, size_t len)
 {
-	int g = grow(&p->field, p->flen, len);
+	int g = grow(&p->field, &p->fcap, p->flen, len);
 
 	if (g < 0)
 		return -1;
@@ -106,7 +113,7 @@ hdr_feed(struct hdr_parser *p, const struct hdr_callbacks *cb, const void *buf, 
 	while (len > 0 && !p->in_body) {
 		const char *lf = memchr(s, '\n', len);
 		size_t n = lf ? (size_t)(lf - s) + 1 : len;
-		int g = grow(&p->line, p->llen, n);
+		int g = grow(&p->line, &p->lcap, p->llen, n);
 
 		if (g < 0)
 			return -1;

@@ -22,9 +22,9 @@ struct hdr_callbacks {
 struct hdr_parser {
 	int in_body;
 	char *line;          /* the current line, until its LF */
-	size_t llen;
+	size_t llen, lcap;
 	char *field;         /* the field being collected (complete lines) */
-	size_t flen;
+	size_t flen, fcap;
 };
 
 /* Feeds message octets; -1 when a callback failed or memory ran out. */
