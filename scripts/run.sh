@@ -16,7 +16,7 @@ start_listener() { # name port args...
 	name=$1 lport=$2
 	shift 2
 	stop_listener "$name"
-	nohup systemd-socket-activate -l "127.0.0.1:$lport" --inetd -a "$top/bin/$@" \
+	nohup systemd-socket-activate -l "127.0.0.1:$lport" --inetd -E MONGOC_DISABLE_SHM=1 -a "$top/bin/$@" \
 		>>"$var/log/$name.log" 2>&1 </dev/null &
 	echo $! >"$var/run/$name.pid"
 }
