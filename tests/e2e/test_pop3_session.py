@@ -47,7 +47,10 @@ def test_three_failed_logins_close_the_session(pop3env):
     s = pop3env.session()
     replies = [s.cmd("AUTH PLAIN AGFsaWNlQGV4YW1wbGUub3JnAHdyb25n") for _ in range(3)]
     assert all(r.startswith("-ERR [AUTH]") for r in replies), replies
-    s.send("CAPA\r\n")
+    try:
+        s.send("CAPA\r\n")
+    except BrokenPipeError:
+        pass    # it may have closed already: that is the point
     assert s.wait() == b"", "the session should close after the third failure"
     assert s.proc.returncode == 0
 
