@@ -248,10 +248,6 @@ try_host(struct dest *d, const char *host, unsigned port)
 		char why[256];
 		int fd;
 
-		if (mc_store_item_renew(d->a->r->st, d->a->it.id, d->a->r->owner,
-		    d->a->r->cfg->claim_lease) != MC_STORE_OK)
-			mc_log(MC_LOG_WARNING, "queue %s: claim not renewed: %s", d->a->it.id,
-			    mc_store_error(d->a->r->st));
 		if ((fd = connect_to(ai, d->a->r->cfg->relay_timeout, why, sizeof(why))) < 0) {
 			snprintf(d->why, sizeof(d->why), "4.4.1 %s: %s", host, why);
 			attempt_log(d->a, "", d->why);
