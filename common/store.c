@@ -164,23 +164,6 @@ mc_store_coll(struct mc_store *st, const char *name)
 	return mongoc_database_get_collection(st->db, name);
 }
 
-mongoc_gridfs_bucket_t *
-mc_store_bucket(struct mc_store *st)
-{
-	bson_t opts = BSON_INITIALIZER;
-	bson_error_t e;
-	mongoc_gridfs_bucket_t *b;
-
-	if (mc_store_connect(st) != MC_STORE_OK)
-		return NULL;
-	BSON_APPEND_UTF8(&opts, "bucketName", "bodies");
-	b = mongoc_gridfs_bucket_new(st->db, &opts, NULL, &e);
-	bson_destroy(&opts);
-	if (b == NULL)
-		mc_store_fail(st, &e, "bodies");
-	return b;
-}
-
 enum mc_store_status
 mc_store_ping(struct mc_store *st)
 {

@@ -43,9 +43,6 @@ enum mc_store_status mc_store_oid(struct mc_store *st, const char *hex, bson_oid
 /* Current time in milliseconds since the epoch (for BSON dates). */
 int64_t mc_store_now_ms(void);
 
-/* GridFS bucket of message bodies (caller destroys), NULL with st->err set. */
-mongoc_gridfs_bucket_t *mc_store_bucket(struct mc_store *st);
-
 /* Deletes a body unless a mailbox entry or queue item still refers to it. */
 enum mc_store_status mc_store_body_release(struct mc_store *st, const bson_oid_t *body);
 

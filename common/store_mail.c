@@ -1,7 +1,8 @@
 /*
- * store_mail.c - message bodies and mailbox entries. Bodies stream into a
- * GridFS bucket ("bodies") chunk by chunk; a mailbox entry pointing at a body
- * is inserted only once the body is complete, so readers never see half a message.
+ * store_mail.c - message bodies and mailbox entries. Bodies stream into the
+ * GridFS collections bodies.files/bodies.chunks chunk by chunk; a mailbox entry
+ * pointing at a body is inserted only once the body is complete, so readers
+ * never see half a message.
  */
 #include "store_int.h"
 
@@ -9,23 +10,40 @@
 #include <stdlib.h>
 #include <string.h>
 
+/*
+ * Bodies are written with plain inserts, not with libmongoc's GridFS bucket:
+ * the bucket looks for an existing file and lists both collections' indexes
+ * before every upload (three round trips, and a full scan of bodies.files on
+ * the dev database). The layout stays GridFS (bodies.files + bodies.chunks
+ * with files_id and n), so GridFS tools can still read it; our chunks also
+ * get computable ids ("<files_id>-<n>", marked in the files document's
+ * metadata), so a reader fetches each chunk by primary key instead of
+ * querying and sorting by files_id.
+ */
+#define BODY_CHUNK 261120u  /* 255 KiB, GridFS's default chunk size */
+
 struct mc_body_writer {
 	struct mc_store *st;
-	mongoc_gridfs_bucket_t *bucket;
-	mongoc_stream_t *stream;
-	bson_value_t id;
+	mongoc_collection_t *chunks;
+	bson_oid_t id;
+	unsigned char *buf;     /* the chunk being filled */
+	size_t fill;
+	uint32_t nchunks;       /* chunks inserted so far */
 	uint64_t size;
 };
 
 /*
- * Reads the chunks collection directly with a small batch size: the driver's
- * download stream lets the server send up to 16 MB of chunks per batch,
- * which made memory grow with the message.
+ * Reads one chunk per query with a small batch size: the driver's download
+ * stream lets the server send up to 16 MB of chunks per batch, which made
+ * memory grow with the message.
  */
 struct mc_body_reader {
 	struct mc_store *st;
 	mongoc_collection_t *chunks;
-	mongoc_cursor_t *cur;
+	bson_oid_t id;
+	int keyed;              /* chunks have computable ids */
+	uint32_t next, nchunks; /* keyed: the next chunk to fetch, how many there are */
+	mongoc_cursor_t *cur;   /* otherwise: all chunks by files_id, sorted by n */
 	bson_t *chunk;          /* copy of the current chunk document */
 	const uint8_t *data;    /* its bytes not yet returned */
 	uint32_t left;
@@ -33,14 +51,22 @@ struct mc_body_reader {
 	size_t head_len, head_off;
 };
 
+/* The computable _id of chunk n of a body. */
+static void
+chunk_key(const bson_oid_t *id, uint32_t n, char *out, size_t outlen)
+{
+	char hex[MC_ID_LEN + 1];
+
+	bson_oid_to_string(id, hex);
+	snprintf(out, outlen, "%s-%u", hex, n);
+}
+
 static void
 writer_free(struct mc_body_writer *w)
 {
-	if (w->stream != NULL)
-		mongoc_stream_destroy(w->stream);
-	if (w->bucket != NULL)
-		mongoc_gridfs_bucket_destroy(w->bucket);
-	bson_value_destroy(&w->id);
+	if (w->chunks != NULL)
+		mongoc_collection_destroy(w->chunks);
+	free(w->buf);
 	free(w);
 }
 
@@ -48,51 +74,65 @@ enum mc_store_status
 mc_store_body_begin(struct mc_store *st, struct mc_body_writer **out)
 {
 	struct mc_body_writer *w = calloc(1, sizeof(*w));
-	bson_error_t e;
-	char name[32];
 
 	*out = NULL;
-	if (w == NULL)
-		return mc_store_seterr(st, MC_STORE_TEMP, "out of memory");
-	w->st = st;
-	w->id.value_type = BSON_TYPE_NULL;
-	if ((w->bucket = mc_store_bucket(st)) == NULL) {
+	if (w == NULL || (w->buf = malloc(BODY_CHUNK)) == NULL) {
 		free(w);
+		return mc_store_seterr(st, MC_STORE_TEMP, "out of memory");
+	}
+	w->st = st;
+	if ((w->chunks = mc_store_coll(st, "bodies.chunks")) == NULL) {
+		writer_free(w);
 		return MC_STORE_TEMP;
 	}
-	snprintf(name, sizeof(name), "msg-%lld", (long long)mc_store_now_ms());
-	w->stream = mongoc_gridfs_bucket_open_upload_stream(w->bucket, name, NULL, &w->id, &e);
-	if (w->stream == NULL) {
-		enum mc_store_status s = mc_store_fail(st, &e, "bodies");
-		writer_free(w);
-		return s;
-	}
+	bson_oid_init(&w->id, NULL);
 	*out = w;
 	return MC_STORE_OK;
 }
 
+/* Insert the filled part of the buffer as the next chunk. */
 static enum mc_store_status
-stream_fail(struct mc_store *st, mongoc_stream_t *stream, const char *what)
+put_chunk(struct mc_body_writer *w)
 {
+	char key[MC_ID_LEN + 16];
+	bson_t doc = BSON_INITIALIZER;
 	bson_error_t e;
+	enum mc_store_status s = MC_STORE_OK;
 
-	if (mongoc_gridfs_bucket_stream_error(stream, &e))
-		return mc_store_fail(st, &e, what);
-	return mc_store_seterr(st, MC_STORE_TEMP, "database unavailable (%s)", what);
+	chunk_key(&w->id, w->nchunks, key, sizeof(key));
+	BSON_APPEND_UTF8(&doc, "_id", key);
+	BSON_APPEND_OID(&doc, "files_id", &w->id);
+	BSON_APPEND_INT32(&doc, "n", (int32_t)w->nchunks);
+	BSON_APPEND_BINARY(&doc, "data", BSON_SUBTYPE_BINARY, w->buf, (uint32_t)w->fill);
+	if (!mongoc_collection_insert_one(w->chunks, &doc, NULL, NULL, &e))
+		s = mc_store_fail(w->st, &e, "writing body");
+	else {
+		w->nchunks++;
+		w->fill = 0;
+	}
+	bson_destroy(&doc);
+	return s;
 }
 
 enum mc_store_status
 mc_store_body_write(struct mc_body_writer *w, const void *buf, size_t len)
 {
-	mongoc_iovec_t iov;
+	const unsigned char *p = buf;
 
-	if (len == 0)
-		return MC_STORE_OK;
-	iov.iov_base = (void *)(uintptr_t)buf;
-	iov.iov_len = len;
-	if (mongoc_stream_writev(w->stream, &iov, 1, 0) != (ssize_t)len)
-		return stream_fail(w->st, w->stream, "writing body");
-	w->size += len;
+	while (len > 0) {
+		size_t n = BODY_CHUNK - w->fill;
+		enum mc_store_status s;
+
+		if (n > len)
+			n = len;
+		memcpy(w->buf + w->fill, p, n);
+		w->fill += n;
+		w->size += n;
+		p += n;
+		len -= n;
+		if (w->fill == BODY_CHUNK && (s = put_chunk(w)) != MC_STORE_OK)
+			return s;
+	}
 	return MC_STORE_OK;
 }
 
@@ -102,20 +142,70 @@ mc_store_body_size(const struct mc_body_writer *w)
 	return w->size;
 }
 
+/* The files document, written last: a body without one does not exist. */
+static enum mc_store_status
+put_files_doc(struct mc_body_writer *w)
+{
+	mongoc_collection_t *c = mc_store_coll(w->st, "bodies.files");
+	char name[32];
+	bson_error_t e;
+	bson_t *doc;
+	enum mc_store_status s = MC_STORE_OK;
+
+	if (c == NULL)
+		return MC_STORE_TEMP;
+	snprintf(name, sizeof(name), "msg-%lld", (long long)mc_store_now_ms());
+	doc = BCON_NEW("_id", BCON_OID(&w->id), "length", BCON_INT64((int64_t)w->size),
+	    "chunkSize", BCON_INT32((int32_t)BODY_CHUNK), "uploadDate",
+	    BCON_DATE_TIME(mc_store_now_ms()), "filename", BCON_UTF8(name),
+	    "metadata", "{", "chunk_ids", BCON_UTF8("files_id-n"), "}");
+	if (!mongoc_collection_insert_one(c, doc, NULL, NULL, &e))
+		s = mc_store_fail(w->st, &e, "finishing body");
+	bson_destroy(doc);
+	mongoc_collection_destroy(c);
+	return s;
+}
+
+/* Delete chunks 0..n-1 of a body by their ids, in one round trip. */
+static enum mc_store_status
+delete_keyed_chunks(struct mc_store *st, mongoc_collection_t *chunks, const bson_oid_t *id,
+    uint32_t n)
+{
+	mongoc_bulk_operation_t *b;
+	char key[MC_ID_LEN + 16];
+	bson_error_t e;
+	enum mc_store_status s = MC_STORE_OK;
+
+	if (n == 0)
+		return MC_STORE_OK;
+	b = mongoc_collection_create_bulk_operation_with_opts(chunks, NULL);
+	for (uint32_t i = 0; i < n; i++) {
+		bson_t *f;
+		chunk_key(id, i, key, sizeof(key));
+		f = BCON_NEW("_id", BCON_UTF8(key));
+		mongoc_bulk_operation_remove_one(b, f);
+		bson_destroy(f);
+	}
+	if (!mongoc_bulk_operation_execute(b, NULL, &e))
+		s = mc_store_fail(st, &e, "deleting body chunks");
+	mongoc_bulk_operation_destroy(b);
+	return s;
+}
+
 enum mc_store_status
 mc_store_body_finish(struct mc_body_writer *w, char *body_id)
 {
 	enum mc_store_status s = MC_STORE_OK;
 
 	body_id[0] = '\0';
-	if (mongoc_stream_close(w->stream) != 0)
-		s = stream_fail(w->st, w->stream, "finishing body");
-	else if (w->id.value_type == BSON_TYPE_OID)
-		bson_oid_to_string(&w->id.value.v_oid, body_id);
+	if (w->fill > 0)
+		s = put_chunk(w);
+	if (s == MC_STORE_OK)
+		s = put_files_doc(w);
+	if (s == MC_STORE_OK)
+		bson_oid_to_string(&w->id, body_id);
 	else
-		s = mc_store_seterr(w->st, MC_STORE_ERROR, "body id is not an ObjectId");
-	if (s != MC_STORE_OK)
-		(void)mongoc_gridfs_bucket_abort_upload(w->stream);
+		(void)delete_keyed_chunks(w->st, w->chunks, &w->id, w->nchunks);
 	writer_free(w);
 	return s;
 }
@@ -125,95 +215,208 @@ mc_store_body_abort(struct mc_body_writer *w)
 {
 	if (w == NULL)
 		return;
-	(void)mongoc_gridfs_bucket_abort_upload(w->stream);
+	(void)delete_keyed_chunks(w->st, w->chunks, &w->id, w->nchunks);
 	writer_free(w);
+}
+
+struct body_meta {
+	uint64_t length;
+	uint32_t chunk_size;
+	int keyed;
+};
+
+/* Read a body's files document: MC_STORE_OK, MC_STORE_NOTFOUND or an error. */
+static enum mc_store_status
+body_meta(struct mc_store *st, const bson_oid_t *id, struct body_meta *m)
+{
+	mongoc_collection_t *c = mc_store_coll(st, "bodies.files");
+	bson_t *f;
+	mongoc_cursor_t *cur;
+	const bson_t *doc;
+	bson_iter_t it, child;
+	bson_error_t e;
+	enum mc_store_status s = MC_STORE_NOTFOUND;
+
+	memset(m, 0, sizeof(*m));
+	if (c == NULL)
+		return MC_STORE_TEMP;
+	f = BCON_NEW("_id", BCON_OID(id));
+	cur = mongoc_collection_find_with_opts(c, f, NULL, NULL);
+	if (mongoc_cursor_next(cur, &doc)) {
+		s = MC_STORE_OK;
+		if (bson_iter_init_find(&it, doc, "length"))
+			m->length = (uint64_t)bson_iter_as_int64(&it);
+		if (bson_iter_init_find(&it, doc, "chunkSize"))
+			m->chunk_size = (uint32_t)bson_iter_as_int64(&it);
+		m->keyed = bson_iter_init(&it, doc) &&
+		    bson_iter_find_descendant(&it, "metadata.chunk_ids", &child) &&
+		    BSON_ITER_HOLDS_UTF8(&child);
+		if (m->keyed && m->chunk_size == 0)
+			s = mc_store_seterr(st, MC_STORE_ERROR, "body files document without chunkSize");
+	} else if (mongoc_cursor_error(cur, &e)) {
+		s = mc_store_fail(st, &e, "finding body");
+	}
+	mongoc_cursor_destroy(cur);
+	bson_destroy(f);
+	mongoc_collection_destroy(c);
+	return s;
+}
+
+static uint32_t
+chunk_count(const struct body_meta *m)
+{
+	return (uint32_t)((m->length + m->chunk_size - 1) / m->chunk_size);
+}
+
+/* Delete the chunks of a body the old way (written by GridFS tools). */
+static enum mc_store_status
+delete_chunks_by_file(struct mc_store *st, mongoc_collection_t *chunks, const bson_oid_t *id)
+{
+	bson_t *f = BCON_NEW("files_id", BCON_OID(id));
+	bson_error_t e;
+	enum mc_store_status s = MC_STORE_OK;
+
+	if (!mongoc_collection_delete_many(chunks, f, NULL, NULL, &e))
+		s = mc_store_fail(st, &e, "deleting body chunks");
+	bson_destroy(f);
+	return s;
 }
 
 enum mc_store_status
 mc_store_body_delete(struct mc_store *st, const char *body_id)
 {
-	mongoc_gridfs_bucket_t *b;
-	bson_value_t v;
+	mongoc_collection_t *files, *chunks;
+	struct body_meta m;
+	bson_oid_t id;
+	bson_t *f;
 	bson_error_t e;
 	enum mc_store_status s;
 
-	v.value_type = BSON_TYPE_OID;
-	if ((s = mc_store_oid(st, body_id, &v.value.v_oid)) != MC_STORE_OK)
+	if ((s = mc_store_oid(st, body_id, &id)) != MC_STORE_OK)
 		return s;
-	if ((b = mc_store_bucket(st)) == NULL)
+	if ((s = body_meta(st, &id, &m)) != MC_STORE_OK)
+		return s == MC_STORE_NOTFOUND
+		    ? mc_store_seterr(st, s, "body %s: not found", body_id) : s;
+	if ((files = mc_store_coll(st, "bodies.files")) == NULL)
 		return MC_STORE_TEMP;
-	if (!mongoc_gridfs_bucket_delete_by_id(b, &v, &e))
-		s = e.code == MONGOC_ERROR_GRIDFS_BUCKET_FILE_NOT_FOUND
-		    ? mc_store_seterr(st, MC_STORE_NOTFOUND, "body %s: not found", body_id)
-		    : mc_store_fail(st, &e, "deleting body");
-	mongoc_gridfs_bucket_destroy(b);
-	return s;
-}
-
-/* 1 if the body's files document exists (it is written last), 0 if not, -1 error. */
-static int
-body_exists(struct mc_store *st, const bson_oid_t *id)
-{
-	bson_t *f = BCON_NEW("_id", BCON_OID(id));
-	int r = mc_store_exists(st, "bodies.files", f);
-
+	/* The files document first: from then on no reader opens the body. */
+	f = BCON_NEW("_id", BCON_OID(&id));
+	if (!mongoc_collection_delete_one(files, f, NULL, NULL, &e))
+		s = mc_store_fail(st, &e, "deleting body");
 	bson_destroy(f);
-	return r;
+	mongoc_collection_destroy(files);
+	if (s != MC_STORE_OK || (chunks = mc_store_coll(st, "bodies.chunks")) == NULL)
+		return s != MC_STORE_OK ? s : MC_STORE_TEMP;
+	s = m.keyed ? delete_keyed_chunks(st, chunks, &id, chunk_count(&m))
+	    : delete_chunks_by_file(st, chunks, &id);
+	mongoc_collection_destroy(chunks);
+	return s;
 }
 
 enum mc_store_status
 mc_store_body_open(struct mc_store *st, const char *body_id, struct mc_body_reader **out)
 {
 	struct mc_body_reader *r;
+	struct body_meta m;
 	bson_oid_t id;
-	bson_t *f, *opts;
 	enum mc_store_status s;
-	int exists;
 
 	*out = NULL;
 	if ((s = mc_store_oid(st, body_id, &id)) != MC_STORE_OK)
 		return s;
-	if ((exists = body_exists(st, &id)) < 0)
-		return MC_STORE_TEMP;
-	if (exists == 0)
-		return mc_store_seterr(st, MC_STORE_NOTFOUND, "body %s: not found", body_id);
+	if ((s = body_meta(st, &id, &m)) != MC_STORE_OK)
+		return s == MC_STORE_NOTFOUND
+		    ? mc_store_seterr(st, s, "body %s: not found", body_id) : s;
 	if ((r = calloc(1, sizeof(*r))) == NULL)
 		return mc_store_seterr(st, MC_STORE_TEMP, "out of memory");
 	r->st = st;
+	bson_oid_copy(&id, &r->id);
 	if ((r->chunks = mc_store_coll(st, "bodies.chunks")) == NULL) {
 		free(r);
 		return MC_STORE_TEMP;
 	}
-	f = BCON_NEW("files_id", BCON_OID(&id));
-	opts = BCON_NEW("sort", "{", "n", BCON_INT32(1), "}", "batchSize", BCON_INT32(2));
-	r->cur = mongoc_collection_find_with_opts(r->chunks, f, opts, NULL);
-	bson_destroy(opts);
-	bson_destroy(f);
+	if (m.keyed) {
+		r->keyed = 1;
+		r->nchunks = chunk_count(&m);
+	} else {
+		bson_t *f = BCON_NEW("files_id", BCON_OID(&id));
+		bson_t *opts = BCON_NEW("sort", "{", "n", BCON_INT32(1), "}", "batchSize",
+		    BCON_INT32(2));
+		r->cur = mongoc_collection_find_with_opts(r->chunks, f, opts, NULL);
+		bson_destroy(opts);
+		bson_destroy(f);
+	}
 	*out = r;
 	return MC_STORE_OK;
+}
+
+/* The next chunk document of a keyed body into r->chunk: 1, 0 at the end, -1 error. */
+static int
+fetch_keyed(struct mc_body_reader *r)
+{
+	char key[MC_ID_LEN + 16];
+	bson_t *f, *opts;
+	mongoc_cursor_t *cur;
+	const bson_t *doc;
+	bson_error_t e;
+	bson_iter_t it;
+	int rc = -1;
+
+	if (r->next >= r->nchunks)
+		return 0;
+	chunk_key(&r->id, r->next, key, sizeof(key));
+	f = BCON_NEW("_id", BCON_UTF8(key));
+	opts = BCON_NEW("limit", BCON_INT64(1));
+	cur = mongoc_collection_find_with_opts(r->chunks, f, opts, NULL);
+	if (mongoc_cursor_next(cur, &doc)) {
+		if (bson_iter_init_find(&it, doc, "n") && bson_iter_as_int64(&it) == r->next) {
+			r->chunk = bson_copy(doc);
+			r->next++;
+			rc = 1;
+		} else
+			mc_store_seterr(r->st, MC_STORE_ERROR, "body chunk %s: wrong n", key);
+	} else if (mongoc_cursor_error(cur, &e))
+		mc_store_fail(r->st, &e, "reading body");
+	else
+		mc_store_seterr(r->st, MC_STORE_ERROR, "body chunk %s: missing", key);
+	mongoc_cursor_destroy(cur);
+	bson_destroy(opts);
+	bson_destroy(f);
+	return rc;
+}
+
+/* The next chunk document of a body written by GridFS tools: 1, 0 at the end, -1 error. */
+static int
+fetch_sorted(struct mc_body_reader *r)
+{
+	const bson_t *doc;
+	bson_error_t e;
+
+	if (mongoc_cursor_next(r->cur, &doc)) {
+		r->chunk = bson_copy(doc);
+		return 1;
+	}
+	if (mongoc_cursor_error(r->cur, &e)) {
+		mc_store_fail(r->st, &e, "reading body");
+		return -1;
+	}
+	return 0;
 }
 
 /* Move to the next chunk; 0 at the end, 1 with data, -1 on error. */
 static int
 next_chunk(struct mc_body_reader *r)
 {
-	const bson_t *doc;
 	bson_iter_t it;
 	bson_subtype_t sub;
-	bson_error_t e;
+	int rc;
 
 	if (r->chunk != NULL) {
 		bson_destroy(r->chunk);
 		r->chunk = NULL;
 	}
-	if (!mongoc_cursor_next(r->cur, &doc)) {
-		if (mongoc_cursor_error(r->cur, &e)) {
-			mc_store_fail(r->st, &e, "reading body");
-			return -1;
-		}
-		return 0;
-	}
-	r->chunk = bson_copy(doc);
+	if ((rc = r->keyed ? fetch_keyed(r) : fetch_sorted(r)) <= 0)
+		return rc;
 	if (!bson_iter_init_find(&it, r->chunk, "data") || !BSON_ITER_HOLDS_BINARY(&it)) {
 		mc_store_seterr(r->st, MC_STORE_ERROR, "body chunk without data");
 		return -1;

@@ -1,7 +1,8 @@
 /*
  * test_store.c - the store against a real dev database (the URI comes from
  * $MAILCELL_TEST_MONGODB_URI, set by scripts/check.sh): accounts, streamed
- * bodies, mailboxes, the queue, and lock/claim races between processes.
+ * bodies (and their layout, checked with the driver directly), mailboxes,
+ * the queue, and lock/claim races between processes.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -15,6 +16,8 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+
+#include <mongoc/mongoc.h>
 
 #include "config.h"
 #include "password.h"
@@ -218,6 +221,121 @@ test_bodies(void **state)
 	assert_int_equal(mc_store_body_write(w, data, 300000), MC_STORE_OK);
 	mc_store_body_abort(w);
 	free(data);
+	mc_store_free(st);
+}
+
+/* The test database through the driver, to look at what the store wrote. */
+static mongoc_client_t *
+raw_client(mongoc_database_t **db)
+{
+	mongoc_client_t *c = mongoc_client_new(getenv("MAILCELL_TEST_MONGODB_URI"));
+
+	assert_non_null(c);
+	*db = mongoc_client_get_database(c, dbname);
+	return c;
+}
+
+static int64_t
+raw_count(mongoc_database_t *db, const char *coll, const bson_t *filter)
+{
+	mongoc_collection_t *c = mongoc_database_get_collection(db, coll);
+	bson_error_t e;
+	int64_t n = mongoc_collection_count_documents(c, filter, NULL, NULL, NULL, &e);
+
+	assert_true(n >= 0);
+	mongoc_collection_destroy(c);
+	return n;
+}
+
+/* Writes a body the way GridFS tools do (ObjectId chunk ids, no marker). */
+static void
+write_legacy_body(mongoc_database_t *db, const unsigned char *data, size_t len, char *hex)
+{
+	bson_t opts = BSON_INITIALIZER;
+	bson_value_t id;
+	bson_error_t e;
+	mongoc_gridfs_bucket_t *b;
+	mongoc_stream_t *s;
+	mongoc_iovec_t iov = { .iov_base = (void *)(uintptr_t)data, .iov_len = len };
+
+	BSON_APPEND_UTF8(&opts, "bucketName", "bodies");
+	BSON_APPEND_INT32(&opts, "chunkSizeBytes", 1000);
+	b = mongoc_gridfs_bucket_new(db, &opts, NULL, &e);
+	assert_non_null(b);
+	s = mongoc_gridfs_bucket_open_upload_stream(b, "legacy", NULL, &id, &e);
+	assert_non_null(s);
+	assert_int_equal(mongoc_stream_writev(s, &iov, 1, 0), (ssize_t)len);
+	assert_int_equal(mongoc_stream_close(s), 0);
+	bson_oid_to_string(&id.value.v_oid, hex);
+	mongoc_stream_destroy(s);
+	mongoc_gridfs_bucket_destroy(b);
+	bson_value_destroy(&id);
+	bson_destroy(&opts);
+}
+
+static void
+test_body_layout(void **state)
+{
+	struct mc_store *st = open_store();
+	mongoc_database_t *db;
+	mongoc_client_t *client = raw_client(&db);
+	struct mc_body_writer *w;
+	struct mc_body_reader *r;
+	const size_t len = 2 * 261120 + 99;
+	unsigned char *data = malloc(len);
+	char body[MC_ID_LEN + 1], key[64];
+	bson_oid_t oid;
+	bson_t *f;
+
+	(void)state;
+	for (size_t i = 0; i < len; i++)
+		data[i] = (unsigned char)(i * 13 + 1);
+	/* Three GridFS chunks, each findable by its computed id. */
+	assert_int_equal(mc_store_body_begin(st, &w), MC_STORE_OK);
+	assert_int_equal(mc_store_body_write(w, data, len), MC_STORE_OK);
+	assert_int_equal(mc_store_body_finish(w, body), MC_STORE_OK);
+	bson_oid_init_from_string(&oid, body);
+	f = BCON_NEW("files_id", BCON_OID(&oid));
+	assert_int_equal(raw_count(db, "bodies.chunks", f), 3);
+	bson_destroy(f);
+	for (int n = 0; n < 3; n++) {
+		snprintf(key, sizeof(key), "%s-%d", body, n);
+		f = BCON_NEW("_id", BCON_UTF8(key), "n", BCON_INT32(n), "files_id", BCON_OID(&oid));
+		assert_int_equal(raw_count(db, "bodies.chunks", f), 1);
+		bson_destroy(f);
+	}
+	f = BCON_NEW("_id", BCON_OID(&oid), "length", BCON_INT64((int64_t)len));
+	assert_int_equal(raw_count(db, "bodies.files", f), 1);
+	bson_destroy(f);
+	assert_body(st, body, data, len);
+	assert_int_equal(mc_store_body_delete(st, body), MC_STORE_OK);
+	f = BCON_NEW("files_id", BCON_OID(&oid));
+	assert_int_equal(raw_count(db, "bodies.chunks", f), 0);
+	bson_destroy(f);
+
+	/* An empty body round-trips; an aborted one leaves no chunk behind. */
+	assert_int_equal(mc_store_body_begin(st, &w), MC_STORE_OK);
+	assert_int_equal(mc_store_body_finish(w, body), MC_STORE_OK);
+	assert_body(st, body, data, 0);
+	assert_int_equal(mc_store_body_begin(st, &w), MC_STORE_OK);
+	assert_int_equal(mc_store_body_write(w, data, len), MC_STORE_OK);
+	mc_store_body_abort(w);
+	f = bson_new();
+	assert_int_equal(raw_count(db, "bodies.chunks", f), 0);
+	bson_destroy(f);
+
+	/* A body written by a GridFS tool is read and deleted as well. */
+	write_legacy_body(db, data, 4500, body);
+	assert_body(st, body, data, 4500);
+	assert_int_equal(mc_store_body_delete(st, body), MC_STORE_OK);
+	assert_int_equal(mc_store_body_open(st, body, &r), MC_STORE_NOTFOUND);
+	f = bson_new();
+	assert_int_equal(raw_count(db, "bodies.chunks", f), 0);
+	bson_destroy(f);
+
+	free(data);
+	mongoc_database_destroy(db);
+	mongoc_client_destroy(client);
 	mc_store_free(st);
 }
 
@@ -434,6 +552,7 @@ main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_accounts),
 		cmocka_unit_test(test_bodies),
+		cmocka_unit_test(test_body_layout),
 		cmocka_unit_test(test_locks),
 		cmocka_unit_test(test_lock_races),
 		cmocka_unit_test(test_queue_claims),
