@@ -24,6 +24,7 @@
 
 static const char usage_text[] =
     "usage: mailcell [-c FILE] COMMAND\n"
+    "  db init                            (create the indexes; after upgrades)\n"
     "  domain add DOMAIN | domain list | domain remove DOMAIN\n"
     "  user add ADDRESS [--name NAME]     (password on stdin)\n"
     "  user passwd ADDRESS                (password on stdin)\n"
@@ -123,6 +124,23 @@ hash_from_stdin(char *hash, size_t hashlen)
 	return r;
 }
 
+/* ---- db ---- */
+
+static void
+print_index(void *ctx, const char *coll, const char *name)
+{
+	(void)ctx;
+	printf("%s\t%s\n", coll, name);
+}
+
+static int
+cmd_db(struct ctx *c, int argc, char **argv)
+{
+	if (argc != 1 || strcmp(argv[0], "init") != 0)
+		return usage();
+	return result(c, mc_store_init_indexes(c->st, print_index, NULL));
+}
+
 /* ---- domain ---- */
 
 static void
@@ -136,6 +154,7 @@ static int
 cmd_domain(struct ctx *c, int argc, char **argv)
 {
 	char d[300];
+	enum mc_store_status s;
 
 	if (argc == 1 && strcmp(argv[0], "list") == 0)
 		return result(c, mc_store_domain_list(c->st, print_line, NULL));
@@ -146,9 +165,12 @@ cmd_domain(struct ctx *c, int argc, char **argv)
 	snprintf(d, sizeof(d), "%s", argv[1]);
 	if (!mc_addr_valid_domain(d, 1))
 		return fail("'%s' is not a valid domain name", argv[1]);
-	if (strcmp(argv[0], "add") == 0)
-		return result(c, mc_store_domain_add(c->st, d));
-	return result(c, mc_store_domain_remove(c->st, d));
+	if (strcmp(argv[0], "add") != 0)
+		return result(c, mc_store_domain_remove(c->st, d));
+	/* The first step of every set-up: make sure the indexes exist too. */
+	if ((s = mc_store_init_indexes(c->st, NULL, NULL)) != MC_STORE_OK)
+		return result(c, s);
+	return result(c, mc_store_domain_add(c->st, d));
 }
 
 /* ---- user ---- */
@@ -419,7 +441,7 @@ main(int argc, char **argv)
 		const char *name;
 		int (*fn)(struct ctx *, int, char **);
 	} cmds[] = {
-		{ "domain", cmd_domain }, { "user", cmd_user }, { "alias", cmd_alias },
+		{ "db", cmd_db }, { "domain", cmd_domain }, { "user", cmd_user }, { "alias", cmd_alias },
 		{ "queue", cmd_queue }, { "mailbox", cmd_mailbox }, { "dkim", cmd_dkim },
 		{ "dmarc", cmd_dmarc },
 	};

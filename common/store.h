@@ -34,6 +34,13 @@ const char *mc_store_error(const struct mc_store *st);
 /* Round trip to the server: MC_STORE_OK or MC_STORE_TEMP. */
 enum mc_store_status mc_store_ping(struct mc_store *st);
 
+/*
+ * Creates the indexes the store's queries use (idempotent; an existing index
+ * of the same name and keys is kept). cb, if not NULL, hears of each one.
+ */
+enum mc_store_status mc_store_init_indexes(struct mc_store *st,
+    void (*cb)(void *ctx, const char *coll, const char *name), void *ctx);
+
 /* ---- domains, users, aliases (keys are canonical, see mc_addr_key) ---- */
 
 enum mc_store_status mc_store_domain_add(struct mc_store *st, const char *domain);

@@ -142,3 +142,25 @@ def test_usage_errors(mailcell):
         assert r.returncode == 2, args
         assert "usage: mailcell" in r.stderr
         assert r.stdout == ""
+
+
+def test_db_init_creates_indexes(mailcell, devdb, dbname):
+    db = pymongo.MongoClient(devdb.uri)[dbname]
+    out = mailcell.ok("db", "init").splitlines()
+    # One line per index, collection first; running it again changes nothing.
+    assert "messages\tmailbox_received" in out and "outbound\tstate_next_attempt" in out
+    assert mailcell.ok("db", "init").splitlines() == out
+    names = {c: {i["name"] for i in db[c].list_indexes()} for c in db.list_collection_names()}
+    for line in out:
+        coll, name = line.split("\t")
+        assert name in names.get(coll, set()), line
+    chunks = {i["name"]: i for i in db["bodies.chunks"].list_indexes()}
+    assert chunks["files_id_1_n_1"].get("unique") is True
+    r = mailcell("db", "frobnicate")
+    assert r.returncode == 2
+
+
+def test_domain_add_creates_indexes(mailcell, devdb, dbname):
+    mailcell.ok("domain", "add", "example.org")
+    db = pymongo.MongoClient(devdb.uri)[dbname]
+    assert "mailbox_received" in {i["name"] for i in db.messages.list_indexes()}
