@@ -28,6 +28,8 @@ struct body {
 	struct hdr_parser hp;   /* splits the message into fields and body */
 	uint64_t size;          /* octets stored (the message as received) */
 	unsigned char last;     /* the last octet received */
+	int bare_cr, nul;       /* BDAT text: refused octets seen */
+	uint64_t added;         /* BDAT text: CRs added before bare LFs */
 	char received[2048];    /* our Received header, made when the body began */
 	size_t len;
 	unsigned char buf[SINK_BUF];
@@ -186,18 +188,27 @@ msg_put(struct body *b, const void *data, size_t len)
 /*
  * BDAT text (not BINARYMIME): stored with CRLF line ends like DATA, so a bare
  * LF becomes CR LF (RFC 3030 asks for canonical text; POP3 sizes stay exact).
+ * A bare CR or a NUL is noted and refuses the message, as in DATA: relayed
+ * with DATA, a bare CR could end the message early at a lax server.
  */
 static int
 sink_put_text(struct body *b, const unsigned char *buf, size_t n)
 {
 	size_t from = 0;
 
+	if (n > 0 && b->last == '\r' && buf[0] != '\n')
+		b->bare_cr = 1;   /* a CR ended the previous chunk */
 	for (size_t i = 0; i < n; i++) {
 		int prev_cr = i > 0 ? buf[i - 1] == '\r' : b->last == '\r';
+		if (buf[i] == '\0')
+			b->nul = 1;
+		if (buf[i] == '\r' && i + 1 < n && buf[i + 1] != '\n')
+			b->bare_cr = 1;
 		if (buf[i] != '\n' || prev_cr)
 			continue;
 		if (msg_put(b, buf + from, i - from) != 0 || msg_put(b, "\r", 1) != 0)
 			return -1;
+		b->added++;
 		from = i;
 	}
 	return msg_put(b, buf + from, n - from);
@@ -550,6 +561,31 @@ bdat_check(struct session *s, uint64_t n, char *qid)
 		bdat_fail(s, 451, "4.3.0", "Temporary storage failure, try again later");
 }
 
+/*
+ * After a text chunk: what DATA refuses is refused here too, and the stored
+ * size (bare LFs became CR LF) must stay within the limit.
+ */
+static void
+bdat_check_text(struct session *s, int last)
+{
+	struct body *b = s->txn.body_sink;
+	char text[160];
+
+	if (b == NULL || s->txn.body == BODY_BINARYMIME)
+		return;
+	if (last && b->last == '\r')
+		b->bare_cr = 1;   /* nothing can follow the final CR */
+	if (b->nul)
+		bdat_fail(s, 550, "5.6.0", "Message refused: NUL octet in BDAT text (use BODY=BINARYMIME)");
+	else if (b->bare_cr)
+		bdat_fail(s, 550, "5.5.2", "Message refused: bare CR (CR without LF) in BDAT text");
+	else if (s->txn.bdat_size + b->added > s->cfg->max_message_size) {
+		snprintf(text, sizeof(text), "Message size exceeds fixed limit of %llu octets",
+		    (unsigned long long)s->cfg->max_message_size);
+		bdat_fail(s, 552, "5.3.4", text);
+	}
+}
+
 void
 cmd_bdat(struct session *s, const char *arg)
 {
@@ -581,6 +617,8 @@ cmd_bdat(struct session *s, const char *arg)
 	s->txn.bdat_size += n;
 	if (store_failed && !s->txn.bdat_failed)
 		bdat_fail(s, 451, "4.3.0", "Temporary storage failure, try again later");
+	if (!s->txn.bdat_failed)
+		bdat_check_text(s, last);
 	if (s->txn.bdat_failed) {
 		int code = s->txn.fail_code;
 		reply_err(s, code, s->txn.fail_enh, "%s", s->txn.fail_text);

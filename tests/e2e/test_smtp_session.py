@@ -589,6 +589,56 @@ def test_bdat_text_message_with_bare_lf_is_not_stored_with_bare_lf(smtpenv):
         assert body.count(b"\n") == body.count(b"\r\n"), body
 
 
+@pytest.mark.parametrize("chunks,enh", [
+    ([b"Subject: cr\r\n\r\nline\rmore\r\n"], "5.5.2"),      # bare CR inside a chunk
+    ([b"Subject: cr\r\n\r\nline\r", b"more\r\n"], "5.5.2"),   # CR ends a chunk, no LF follows
+    ([b"Subject: cr\r\n\r\nends with CR\r"], "5.5.2"),         # the final octet is a CR
+    ([b"Subject: nul\r\n\r\na\x00b\r\n"], "5.6.0"),           # NUL in text
+])
+def test_bdat_text_refuses_what_data_refuses(smtpenv, chunks, enh):
+    # A bare CR kept in a text message could end it early at a lax server when
+    # the message is relayed with DATA (SMTP smuggling); NUL is not text.
+    s = smtpenv.session()
+    s.ehlo()
+    s.cmd("MAIL FROM:<bob@example.net>").check(250)
+    s.cmd("RCPT TO:<alice@example.org>").check(250)
+    for i, c in enumerate(chunks):
+        last = b" LAST" if i == len(chunks) - 1 else b""
+        s.send(b"BDAT %d%s\r\n" % (len(c), last) + c)
+    replies = [s.reply() for _ in chunks]
+    assert replies[-1].code == 550 and replies[-1].enh == enh, replies
+    s.cmd("NOOP").check(250)
+    assert smtpenv.messages() == [] and smtpenv.body_files() == 0
+
+
+def test_bdat_text_crlf_split_across_chunks_is_fine(smtpenv):
+    s = smtpenv.session()
+    s.ehlo()
+    s.cmd("MAIL FROM:<bob@example.net>").check(250)
+    s.cmd("RCPT TO:<alice@example.org>").check(250)
+    first = b"Subject: split\r\n\r\nab\r"
+    s.send(b"BDAT %d\r\n" % len(first) + first)
+    s.reply().check(250)
+    s.send(b"BDAT 1 LAST\r\n\n")
+    queued_id(s.reply())
+    (doc,) = smtpenv.messages(ALICE)
+    assert smtpenv.body(doc).endswith(b"\r\n\r\nab\r\n")
+
+
+def test_bdat_text_bare_lf_growth_counts_against_the_size_limit(smtpenv):
+    # Each bare LF is stored as CR LF: a message of bare LFs just under the
+    # limit would be stored at twice the limit.
+    msg = b"Subject: lf\n\n" + b"\n" * (MAX_SIZE - 20)
+    s = smtpenv.session()
+    s.ehlo()
+    s.cmd("MAIL FROM:<bob@example.net>").check(250)
+    s.cmd("RCPT TO:<alice@example.org>").check(250)
+    s.send(b"BDAT %d LAST\r\n" % len(msg) + msg)
+    s.reply().check(552, "5.3.4")
+    s.cmd("NOOP").check(250)
+    assert smtpenv.messages() == [] and smtpenv.body_files() == 0
+
+
 @pytest.mark.parametrize("mode", ["data", "bdat"])
 def test_message_of_exactly_max_size_is_accepted(smtpenv, mode):
     # SIZE (RFC 1870) advertises the largest message the client may send: the
