@@ -25,6 +25,7 @@
 static const char usage_text[] =
     "usage: mailcell [-c FILE] COMMAND\n"
     "  db init                            (create the indexes; after upgrades)\n"
+    "  db gc [--older-than AGE]           (AGE: N, Ns, Nm, Nh or Nd; default 1d, at least 10m)\n"
     "  domain add DOMAIN | domain list | domain remove DOMAIN\n"
     "  user add ADDRESS [--name NAME]     (password on stdin)\n"
     "  user passwd ADDRESS                (password on stdin)\n"
@@ -133,12 +134,56 @@ print_index(void *ctx, const char *coll, const char *name)
 	printf("%s\t%s\n", coll, name);
 }
 
+/* "90", "90s", "15m", "2h" or "7d" into seconds; -1 if malformed. */
+static long
+parse_age(const char *v)
+{
+	static const char units[] = "smhd";
+	static const long mult[] = { 1, 60, 3600, 86400 };
+	char *end;
+	long n;
+
+	if (*v < '0' || *v > '9')
+		return -1;
+	errno = 0;
+	n = strtol(v, &end, 10);
+	if (errno != 0 || n > 100000000L)
+		return -1;
+	if (*end == '\0')
+		return n;
+	if (end[1] != '\0' || strchr(units, *end) == NULL)
+		return -1;
+	return n * mult[strchr(units, *end) - units];
+}
+
+static int
+db_gc(struct ctx *c, int argc, char **argv)
+{
+	struct mc_gc_counts n;
+	enum mc_store_status s;
+	long age = 86400;
+
+	if (argc == 3 && strcmp(argv[1], "--older-than") == 0)
+		age = parse_age(argv[2]);
+	else if (argc != 1)
+		return usage();
+	if (age < 600)
+		return fail("--older-than '%s': expected an age of at least 10m (600 seconds)",
+		    argv[2]);
+	if ((s = mc_store_gc(c->st, (unsigned)age, &n)) != MC_STORE_OK)
+		return result(c, s);
+	printf("unfinished\t%zu\nunreferenced\t%zu\n", n.unfinished, n.unreferenced);
+	return 0;
+}
+
 static int
 cmd_db(struct ctx *c, int argc, char **argv)
 {
-	if (argc != 1 || strcmp(argv[0], "init") != 0)
-		return usage();
-	return result(c, mc_store_init_indexes(c->st, print_index, NULL));
+	if (argc == 1 && strcmp(argv[0], "init") == 0)
+		return result(c, mc_store_init_indexes(c->st, print_index, NULL));
+	if (argc >= 1 && strcmp(argv[0], "gc") == 0)
+		return db_gc(c, argc, argv);
+	return usage();
 }
 
 /* ---- domain ---- */

@@ -153,6 +153,20 @@ enum mc_store_status mc_store_body_read(struct mc_body_reader *r, void *buf, siz
     size_t *got);
 void mc_store_body_close(struct mc_body_reader *r);
 
+/* What mc_store_gc removed. */
+struct mc_gc_counts {
+	size_t unfinished;    /* bodies whose upload never finished (chunks only) */
+	size_t unreferenced;  /* finished bodies no entry or queue item refers to */
+};
+
+/*
+ * Removes what a crash can leave behind, older than older_than seconds (keep
+ * it well above the longest transaction, e.g. an hour): chunks of unfinished
+ * bodies and bodies nothing refers to. Safe while the server runs.
+ */
+enum mc_store_status mc_store_gc(struct mc_store *st, unsigned older_than,
+    struct mc_gc_counts *out);
+
 /* Removes a finished body that nothing refers to (e.g. a refused message). */
 enum mc_store_status mc_store_body_delete(struct mc_store *st, const char *body_id);
 

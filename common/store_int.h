@@ -43,6 +43,9 @@ enum mc_store_status mc_store_oid(struct mc_store *st, const char *hex, bson_oid
 /* Current time in milliseconds since the epoch (for BSON dates). */
 int64_t mc_store_now_ms(void);
 
+/* 1 if any mailbox entry or queue item still refers to body, 0 if none, -1 error. */
+int mc_store_body_referenced(struct mc_store *st, const bson_oid_t *body);
+
 /* Deletes a body unless a mailbox entry or queue item still refers to it. */
 enum mc_store_status mc_store_body_release(struct mc_store *st, const bson_oid_t *body);
 

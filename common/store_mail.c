@@ -648,9 +648,8 @@ mc_store_mailbox_list(struct mc_store *st, const char *mailbox,
 	return s;
 }
 
-/* 1 if any mailbox entry or queue item still refers to body, 0 if none, -1 error. */
-static int
-body_referenced(struct mc_store *st, const bson_oid_t *body)
+int
+mc_store_body_referenced(struct mc_store *st, const bson_oid_t *body)
 {
 	bson_t *f = BCON_NEW("body", BCON_OID(body));
 	int r = mc_store_exists(st, "messages", f);
@@ -666,7 +665,7 @@ mc_store_body_release(struct mc_store *st, const bson_oid_t *body)
 {
 	char hex[MC_ID_LEN + 1];
 	enum mc_store_status s;
-	int r = body_referenced(st, body);
+	int r = mc_store_body_referenced(st, body);
 
 	if (r != 0)
 		return r < 0 ? MC_STORE_TEMP : MC_STORE_OK;

@@ -164,3 +164,46 @@ def test_domain_add_creates_indexes(mailcell, devdb, dbname):
     mailcell.ok("domain", "add", "example.org")
     db = pymongo.MongoClient(devdb.uri)[dbname]
     assert "mailbox_received" in {i["name"] for i in db.messages.list_indexes()}
+
+
+def test_db_gc_removes_only_what_a_crash_left(mailcell, devdb, dbname):
+    import datetime
+    from bson import ObjectId
+    db = pymongo.MongoClient(devdb.uri)[dbname]
+    now = datetime.datetime.now(datetime.timezone.utc)
+    old = now - datetime.timedelta(days=2)
+
+    def oid(when, n):   # unique ObjectIds created at a given time
+        return ObjectId(ObjectId.from_datetime(when).binary[:4] + bytes([n]) * 8)
+
+    def chunks(fid, count=3):
+        db["bodies.chunks"].insert_many([{"_id": "%s-%d" % (fid, n), "files_id": fid, "n": n,
+                                          "data": b"x" * 10} for n in range(count)])
+
+    def files(fid, when):
+        db["bodies.files"].insert_one({"_id": fid, "length": 30, "chunkSize": 10,
+                                       "uploadDate": when, "filename": "m",
+                                       "metadata": {"chunk_ids": "files_id-n"}})
+    unfinished_old, unfinished_new = oid(old, 1), oid(now, 2)
+    orphan, in_mailbox, in_queue, fresh = oid(old, 3), oid(old, 4), oid(old, 5), oid(now, 6)
+    chunks(unfinished_old)
+    chunks(unfinished_new)                  # a DATA in progress right now
+    for fid in (orphan, in_mailbox, in_queue):
+        chunks(fid)
+        files(fid, old)
+    chunks(fresh)
+    files(fresh, now)                       # finished, entries about to be inserted
+    db.messages.insert_one({"mailbox": "a@example.org", "body": in_mailbox})
+    db.outbound.insert_one({"state": "queued", "body": in_queue})
+
+    assert mailcell.ok("db", "gc").splitlines() == ["unfinished\t1", "unreferenced\t1"]
+    left = {d["files_id"] for d in db["bodies.chunks"].find()}
+    assert left == {unfinished_new, in_mailbox, in_queue, fresh}
+    assert {d["_id"] for d in db["bodies.files"].find()} == {in_mailbox, in_queue, fresh}
+    assert mailcell.ok("db", "gc").splitlines() == ["unfinished\t0", "unreferenced\t0"]
+
+    r = mailcell("db", "gc", "--older-than", "5m")
+    assert r.returncode == 1 and "at least 10m" in r.stderr
+    r = mailcell("db", "gc", "--older-than", "soon")
+    assert r.returncode == 1
+    assert mailcell.ok("db", "gc", "--older-than", "1h").splitlines()[0] == "unfinished\t0"

@@ -59,7 +59,7 @@ def exec_argv(unit):
 def test_all_expected_units_exist():
     want = {"mailcell-%s.socket" % n for n in SESSIONS} | {"mailcell-%s@.service" % n for n in SESSIONS}
     want |= {"relay-worker.service", "relay-worker.timer", "relay-worker.path",
-             "relay-worker-loop.service"}
+             "relay-worker-loop.service", "mailcell-gc.service", "mailcell-gc.timer"}
     assert want == set(SYSTEMD_UNITS)
 
 
