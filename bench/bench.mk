@@ -25,11 +25,13 @@ $(BENCH_DIR)/bare: bench/bare.c
 	@mkdir -p $(@D)
 	$(CC) $(BENCH_CFLAGS) -o $@ $<
 
-# The same program linked (not using) what the session programs link, to show
-# what those libraries cost at exec alone.
+# The same program linked to (not using) OpenSSL and libcrypt, which the
+# session programs linked before TLS and passwords became modules: what those
+# libraries cost at exec alone.
+BARE_LINKED_LIBS := $(shell pkg-config --libs openssl libxcrypt 2>/dev/null)
 $(BENCH_DIR)/bare-linked: bench/bare.c
 	@mkdir -p $(@D)
-	$(CC) $(BENCH_CFLAGS) -o $@ $< -Wl,--no-as-needed $(SESSION_LIBS)
+	$(CC) $(BENCH_CFLAGS) -o $@ $< -Wl,--no-as-needed $(BARE_LINKED_LIBS)
 
 $(BENCH_DIR)/%: bench/%.c
 	@mkdir -p $(@D)

@@ -1707,8 +1707,9 @@ def write_report(lab, started, wall_seconds):
     add("| benchmark | mailcell | peer | ratio | runs | |")
     add("|---|---:|---:|---:|---|---|")
     for r in rows:
-        add("| %s | %s | %s | %s | %s | %s |" % r)
+        add("| %s | %s | %s | %s | %s | %s |" % r[:6])
     add("")
+    report_changes(lab, rows, add)
     for section in (report_startup, report_regress, report_session, report_intake, report_large, report_pop3,
                     report_outbound, report_fix, report_method):
         try:
@@ -1719,6 +1720,54 @@ def write_report(lab, started, wall_seconds):
     for n in lab.notes:
         add("- " + n)
     RESULTS.write_text("\n".join(L) + "\n")
+
+
+class PreviousRun:
+    """The run recorded in bench/baseline.json, shaped like a lab for summary_rows()."""
+
+    def __init__(self, data, args):
+        self.args = args
+        self.written = data.get("written", "?")
+        self.mailcell = data.get("machine", {}).get("mailcell", "?")
+        self.results = dict(data.get("results", {}))
+        wall = data.get("startup_wall_ms")
+        if wall:
+            self.results["startup"] = {"wall": wall, "callgrind": {
+                k: {"total": v} for k, v in data.get("instructions", {}).items()}}
+
+
+def load_previous(args):
+    try:
+        return PreviousRun(json.loads(BASELINE.read_text()), args)
+    except (OSError, ValueError):
+        return None
+
+
+def report_changes(lab, rows, add):
+    """Each summary figure of mailcell against the previous run: what the cuts since then did."""
+    prev = lab.previous
+    if prev is None:
+        return
+    try:
+        old = {r[0]: r for r in summary_rows(prev)}
+    except (KeyError, TypeError, IndexError):
+        return
+    add("## Change since the previous run")
+    add("")
+    add("mailcell's figures in this run against the run recorded in bench/baseline.json before it "
+        "(written %s, mailcell %s); the peers did not change. *better* is this run ÷ the previous "
+        "one for rates, the previous ÷ this run for times, memory and instructions." % (prev.written, prev.mailcell))
+    add("")
+    add("| benchmark | previous | this run | better |")
+    add("|---|---:|---:|---:|")
+    for r in rows:
+        o = old.get(r[0])
+        if o is None or not o[6] or not r[6]:
+            continue
+        f = r[6] / o[6] if r[7] else o[6] / r[6]
+        add("| %s | %s | %s | %s |" % (r[0], fmt(o[6], r[8], r[9]), fmt(r[6], r[8], r[9]),
+                                         ("%.0f×" if f >= 10 else "%.2f×") % f))
+    add("")
 
 
 def verdict(r, higher_better):
@@ -1739,7 +1788,8 @@ def summary_rows(lab):
 
     def row(name, m, p, unit, runs, higher_better, nd=None):
         r = ratio(m, p)
-        rows.append((name, fmt(m, unit, nd), fmt(p, unit, nd), fmt_ratio(r), runs, verdict(r, higher_better)))
+        rows.append((name, fmt(m, unit, nd), fmt(p, unit, nd), fmt_ratio(r), runs, verdict(r, higher_better),
+                     m, higher_better, unit, nd))
 
     it = R.get("intake")
     if it:
@@ -2458,6 +2508,7 @@ def main():
     ensure_tools(args)
     started = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M")
     lab = Lab(args)
+    lab.previous = load_previous(args)
     LOGF = open(lab.work / "bench.log", "w")
     log("work directory %s; load average %s" % (lab.work, loadavg()))
     lab.load_start = loadavg()
