@@ -230,7 +230,7 @@ static enum mc_store_status
 body_meta(struct mc_store *st, const bson_oid_t *id, struct body_meta *m)
 {
 	mongoc_collection_t *c = mc_store_coll(st, "bodies.files");
-	bson_t *f;
+	bson_t *f, *opts;
 	mongoc_cursor_t *cur;
 	const bson_t *doc;
 	bson_iter_t it, child;
@@ -241,7 +241,8 @@ body_meta(struct mc_store *st, const bson_oid_t *id, struct body_meta *m)
 	if (c == NULL)
 		return MC_STORE_TEMP;
 	f = BCON_NEW("_id", BCON_OID(id));
-	cur = mongoc_collection_find_with_opts(c, f, NULL, NULL);
+	opts = BCON_NEW("limit", BCON_INT64(1));
+	cur = mongoc_collection_find_with_opts(c, f, opts, NULL);
 	if (mongoc_cursor_next(cur, &doc)) {
 		s = MC_STORE_OK;
 		if (bson_iter_init_find(&it, doc, "length"))
@@ -257,6 +258,7 @@ body_meta(struct mc_store *st, const bson_oid_t *id, struct body_meta *m)
 		s = mc_store_fail(st, &e, "finding body");
 	}
 	mongoc_cursor_destroy(cur);
+	bson_destroy(opts);
 	bson_destroy(f);
 	mongoc_collection_destroy(c);
 	return s;
@@ -444,7 +446,8 @@ entry_body(struct mc_store *st, const char *message_id, char *body_id, char **he
 	if ((c = mc_store_coll(st, "messages")) == NULL)
 		return MC_STORE_TEMP;
 	f = BCON_NEW("_id", BCON_OID(&id));
-	opts = BCON_NEW("projection", "{", "body", BCON_INT32(1), "head", BCON_INT32(1), "}");
+	opts = BCON_NEW("projection", "{", "body", BCON_INT32(1), "head", BCON_INT32(1), "}",
+	    "limit", BCON_INT64(1));
 	cur = mongoc_collection_find_with_opts(c, f, opts, NULL);
 	s = mc_store_seterr(st, MC_STORE_NOTFOUND, "message %s: not found", message_id);
 	if (mongoc_cursor_next(cur, &doc) && bson_iter_init_find(&it, doc, "body") &&
