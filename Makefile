@@ -10,9 +10,12 @@ SAN     ?=
 PKGS     := openssl libmongoc-1.0 libbson-1.0 libxcrypt
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
-# Session programs link only these; the store (libmongoc) is a module they
-# load at first use (lib/mailcell/store.so), see common/lazy_store.c.
-SESSION_LIBS := $(shell pkg-config --libs openssl libxcrypt 2>/dev/null)
+# Session programs link libc only: the store (libmongoc) and TLS (OpenSSL)
+# are modules they load at first use (lib/mailcell/store.so, tls.so; see
+# common/lazy_store.c, common/lazy_tls.c), libcrypt is loaded by the first
+# password check (common/password.c).
+SESSION_LIBS :=
+TLS_LIBS   := $(shell pkg-config --libs openssl 2>/dev/null)
 MONGO_LIBS := $(shell pkg-config --libs libmongoc-1.0 libbson-1.0 2>/dev/null)
 # What the modules use from the program that loads them.
 SESSION_EXPORTS := -Wl,--export-dynamic-symbol=mc_log
@@ -39,10 +42,15 @@ ALL_LDFLAGS := $(LDFLAGS) $(SANFLAGS) -Wl,--as-needed
 STORE_SRC  := $(wildcard common/store*.c)
 STORE_OBJ  := $(STORE_SRC:%.c=$(BUILD)/%.o)
 LIBSTORE   := $(BUILD)/libmcstore.a
-COMMON_SRC := $(filter-out $(STORE_SRC) common/lazy_store.c,$(wildcard common/*.c))
+COMMON_SRC := $(filter-out $(STORE_SRC) common/lazy_store.c common/lazy_tls.c,$(wildcard common/*.c))
 COMMON_OBJ := $(COMMON_SRC:%.c=$(BUILD)/%.o)
 LIBCOMMON  := $(BUILD)/libmailcell.a
 LAZY_STORE := $(BUILD)/common/lazy_store.o
+# The OpenSSL code: in libmailcell.a for the programs that link OpenSSL, and
+# the module tls.so for the sessions, which link lazy_tls.o instead (it
+# defines the same entry points, so these archive members are never pulled).
+TLS_OBJ    := $(BUILD)/common/tls.o $(BUILD)/common/tls_conn.o
+LAZY_TLS   := $(BUILD)/common/lazy_tls.o
 
 ADMIN_SRC  := $(wildcard admin/*.c)
 ADMIN_OBJ  := $(ADMIN_SRC:%.c=$(BUILD)/%.o)
@@ -71,7 +79,7 @@ else
 BINDIR := bin
 endif
 MODDIR   := $(BINDIR)/../lib/mailcell
-MODULES  := $(MODDIR)/store.so $(MODDIR)/inbound.so
+MODULES  := $(MODDIR)/store.so $(MODDIR)/inbound.so $(MODDIR)/tls.so
 PROGRAMS := $(BINDIR)/mailcell $(BINDIR)/smtp-session $(BINDIR)/pop3-session \
 	$(BINDIR)/relay-worker $(MODULES)
 
@@ -107,19 +115,23 @@ $(MODDIR)/inbound.so: $(INBOUND_OBJ)
 	@mkdir -p $(@D)
 	$(CC) -shared $(ALL_LDFLAGS) -Wl,-Bsymbolic -o $@ $(INBOUND_OBJ) $(AUTH_LIBS)
 
+$(MODDIR)/tls.so: $(TLS_OBJ)
+	@mkdir -p $(@D)
+	$(CC) -shared $(ALL_LDFLAGS) -Wl,-Bsymbolic -o $@ $(TLS_OBJ) $(TLS_LIBS)
+
 $(BINDIR)/mailcell: $(ADMIN_OBJ) $(LIBSTORE) $(LIBCOMMON)
 	@mkdir -p $(@D)
 	$(CC) $(ALL_LDFLAGS) -o $@ $(ADMIN_OBJ) $(LIBSTORE) $(LIBCOMMON) $(PKG_LIBS)
 
-$(BINDIR)/smtp-session: $(SMTP_OBJ) $(LAZY_STORE) $(LIBCOMMON)
+$(BINDIR)/smtp-session: $(SMTP_OBJ) $(LAZY_STORE) $(LAZY_TLS) $(LIBCOMMON)
 	@mkdir -p $(@D)
-	$(CC) $(ALL_LDFLAGS) $(SESSION_EXPORTS) -o $@ $(SMTP_OBJ) $(LAZY_STORE) $(LIBCOMMON) \
-	    $(SESSION_LIBS)
+	$(CC) $(ALL_LDFLAGS) $(SESSION_EXPORTS) -o $@ $(SMTP_OBJ) $(LAZY_STORE) $(LAZY_TLS) \
+	    $(LIBCOMMON) $(SESSION_LIBS)
 
-$(BINDIR)/pop3-session: $(POP3_OBJ) $(LAZY_STORE) $(LIBCOMMON)
+$(BINDIR)/pop3-session: $(POP3_OBJ) $(LAZY_STORE) $(LAZY_TLS) $(LIBCOMMON)
 	@mkdir -p $(@D)
-	$(CC) $(ALL_LDFLAGS) $(SESSION_EXPORTS) -o $@ $(POP3_OBJ) $(LAZY_STORE) $(LIBCOMMON) \
-	    $(SESSION_LIBS)
+	$(CC) $(ALL_LDFLAGS) $(SESSION_EXPORTS) -o $@ $(POP3_OBJ) $(LAZY_STORE) $(LAZY_TLS) \
+	    $(LIBCOMMON) $(SESSION_LIBS)
 
 $(LIBRELAY): $(RELAY_OBJ)
 	@mkdir -p $(@D)
@@ -162,7 +174,7 @@ clean:
 # `make install` needs the C programs only: not the Go dev database, not a
 # database. PREFIX (default /usr/local) and DESTDIR (staging) as usual:
 #   $(PREFIX)/bin                  mailcell smtp-session pop3-session relay-worker
-#   $(PREFIX)/lib/mailcell         store.so inbound.so (found from ../lib/mailcell
+#   $(PREFIX)/lib/mailcell         store.so inbound.so tls.so (found from ../lib/mailcell
 #                                  of the programs), mailcell-inetd (inetd wrapper)
 #   $(PREFIX)/share/mailcell       templates/, mailcell.conf.example, and inetd.conf,
 #                                  xinetd.d/, tcpserver/, s6/, cron.d/ as examples

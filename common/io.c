@@ -1,17 +1,19 @@
 /*
  * io.c - the connection I/O layer: a read fd and a write fd (often the same
  * socket), non-blocking with poll() and an idle timeout, a strict line
- * reader, raw reads, a reply buffer flushed before blocking, and TLS.
+ * reader, raw reads, a reply buffer flushed before blocking, and TLS. The
+ * OpenSSL calls are behind struct mc_tls_ops (tls_conn.h): this file links
+ * no TLS library, so the session programs load one only when TLS starts.
  */
 #include "io.h"
-#include "tls.h"
+#include "tls_conn.h"
 
-#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <poll.h>
 #include <signal.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,10 +22,6 @@
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
-
-#include <openssl/err.h>
-#include <openssl/ssl.h>
-#include <openssl/x509v3.h>
 
 /* Bound for sending close_notify in mc_io_close. */
 #define MC_IO_CLOSE_MS 1000
@@ -37,7 +35,8 @@ struct mc_io {
 	int wsock;              /* wfd is a socket: send(MSG_NOSIGNAL) */
 	int idle_ms;            /* 0: no idle timeout */
 	int64_t deadline;       /* CLOCK_MONOTONIC ms; 0: none */
-	SSL *ssl;               /* non-NULL once a handshake succeeded */
+	const struct mc_tls_ops *tls_ops; /* set with tls */
+	struct mc_tls_conn *tls; /* non-NULL once a handshake succeeded */
 	int tls_dead;           /* fatal TLS error: no close_notify */
 	int dead;               /* unusable (failed handshake, closed) */
 	int eof;                /* the read side reached end of stream */
@@ -154,9 +153,12 @@ mc_io_new(int rfd, int wfd, int idle_timeout_ms)
 	struct stat st;
 	int saved;
 
-	io = calloc(1, sizeof *io);
+	/* The buffers are only read where written: clearing their 32 KiB (and
+	 * faulting in their pages) at every start would be wasted work. */
+	io = malloc(sizeof *io);
 	if (io == NULL)
 		return NULL;
+	memset(io, 0, offsetof(struct mc_io, rbuf));
 	io->rfd = rfd;
 	io->wfd = wfd;
 	io->idle_ms = idle_timeout_ms > 0 ? idle_timeout_ms : 0;
@@ -184,7 +186,8 @@ mc_io_free(struct mc_io *io)
 {
 	if (io == NULL)
 		return;
-	SSL_free(io->ssl);
+	if (io->tls != NULL)
+		io->tls_ops->conn_free(io->tls);
 	restore_flags(io->rfd, io->rflags);
 	if (io->wfd != io->rfd)
 		restore_flags(io->wfd, io->wflags);
@@ -261,32 +264,28 @@ wait_fd(struct mc_io *io, const struct want *w, int64_t until,
 
 /* ---- one non-blocking transfer: MC_IO_OK (n > 0), IO_AGAIN, EOF, ERROR ---- */
 
-/* Map an SSL_get_error result; sets *w for the retry. */
+/*
+ * Map a TLS step (enum mc_tls_step) that made no progress: IO_AGAIN with *w
+ * set for the retry, MC_IO_EOF (close_notify), or MC_IO_ERROR.
+ */
 static int
-tls_status(struct mc_io *io, int ret, struct want *w, const char *what)
+tls_status(struct mc_io *io, int step, const char *why, struct want *w,
+    const char *what)
 {
-	int e = SSL_get_error(io->ssl, ret);
-
-	switch (e) {
-	case SSL_ERROR_WANT_READ:
+	switch (step) {
+	case MC_TLS_WANT_READ:
 		w->fd = io->rfd;
 		w->events = POLLIN;
 		return IO_AGAIN;
-	case SSL_ERROR_WANT_WRITE:
+	case MC_TLS_WANT_WRITE:
 		w->fd = io->wfd;
 		w->events = POLLOUT;
 		return IO_AGAIN;
-	case SSL_ERROR_ZERO_RETURN:
+	case MC_TLS_CLOSED:
 		return MC_IO_EOF;
-	case SSL_ERROR_SYSCALL:
-		io->tls_dead = 1;
-		if (errno == 0)
-			return io_fail(io, MC_IO_ERROR, what, "connection closed");
-		return io_fail_errno(io, what);
 	default:
 		io->tls_dead = 1;
-		mc_tls_error(io->err, sizeof io->err, what);
-		return MC_IO_ERROR;
+		return io_fail(io, MC_IO_ERROR, what, why);
 	}
 }
 
@@ -294,21 +293,19 @@ static int
 recv_some(struct mc_io *io, void *buf, size_t len, size_t *got,
     struct want *w)
 {
+	char why[160];
 	ssize_t n;
 	int r;
 
+	if (io->tls != NULL) {
+		why[0] = '\0';
+		r = io->tls_ops->read(io->tls, buf, len, got, why, sizeof why);
+		if (r == MC_TLS_DONE)
+			return MC_IO_OK;
+		return tls_status(io, r, why, w, "TLS read");
+	}
 	if (len > INT_MAX)
 		len = INT_MAX;
-	if (io->ssl != NULL) {
-		ERR_clear_error();
-		errno = 0;
-		r = SSL_read(io->ssl, buf, (int)len);
-		if (r > 0) {
-			*got = (size_t)r;
-			return MC_IO_OK;
-		}
-		return tls_status(io, r, w, "TLS read");
-	}
 	do
 		n = read(io->rfd, buf, len);
 	while (n < 0 && errno == EINTR);
@@ -329,23 +326,21 @@ static int
 send_some(struct mc_io *io, const void *buf, size_t len, size_t *sent,
     struct want *w)
 {
+	char why[160];
 	ssize_t n;
 	int r;
 
-	if (len > INT_MAX)
-		len = INT_MAX;
-	if (io->ssl != NULL) {
-		ERR_clear_error();
-		errno = 0;
-		r = SSL_write(io->ssl, buf, (int)len);
-		if (r > 0) {
-			*sent = (size_t)r;
+	if (io->tls != NULL) {
+		why[0] = '\0';
+		r = io->tls_ops->write(io->tls, buf, len, sent, why, sizeof why);
+		if (r == MC_TLS_DONE)
 			return MC_IO_OK;
-		}
-		r = tls_status(io, r, w, "TLS write");
+		r = tls_status(io, r, why, w, "TLS write");
 		return r == MC_IO_EOF ?
 		    io_fail(io, MC_IO_ERROR, "TLS write", "connection closed") : r;
 	}
+	if (len > INT_MAX)
+		len = INT_MAX;
 	do {
 		if (io->wsock)
 			n = send(io->wfd, buf, len, MSG_NOSIGNAL);
@@ -716,8 +711,8 @@ mc_io_pending(struct mc_io *io)
 {
 	size_t n = io->rlen;
 
-	if (io->ssl != NULL && !io->dead)
-		n += (size_t)SSL_pending(io->ssl);
+	if (io->tls != NULL && !io->dead)
+		n += io->tls_ops->pending(io->tls);
 	return n;
 }
 
@@ -726,7 +721,7 @@ mc_io_pending(struct mc_io *io)
 int
 mc_io_is_tls(struct mc_io *io)
 {
-	return io->ssl != NULL;
+	return io->tls != NULL;
 }
 
 size_t
@@ -738,102 +733,37 @@ mc_io_tls_discarded(struct mc_io *io)
 int
 mc_io_tls_info(struct mc_io *io, char *buf, size_t len)
 {
-	int n;
-
 	if (len == 0)
 		return -1;
 	buf[0] = '\0';
-	if (io->ssl == NULL)
+	if (io->tls == NULL)
 		return -1;
-	n = snprintf(buf, len, "%s:%s", SSL_get_version(io->ssl),
-	    SSL_get_cipher_name(io->ssl));
-	if (n < 0 || (size_t)n >= len) {
-		buf[0] = '\0';
-		return -1;
-	}
-	return 0;
+	return io->tls_ops->info(io->tls, buf, len);
 }
 
 int
 mc_io_tls_verified(struct mc_io *io)
 {
-	if (io->ssl == NULL || SSL_get0_peer_certificate(io->ssl) == NULL)
+	if (io->tls == NULL)
 		return 0;
-	return SSL_get_verify_result(io->ssl) == X509_V_OK;
-}
-
-/* SNI and the name to verify; an IP literal is verified as an address. */
-static int
-tls_client_names(SSL *ssl, const char *host)
-{
-	unsigned char addr[16];
-
-	if (host == NULL || *host == '\0')
-		return 0;
-	if (inet_pton(AF_INET, host, addr) == 1 ||
-	    inet_pton(AF_INET6, host, addr) == 1)
-		return X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl),
-		    host) == 1 ? 0 : -1;
-	if (SSL_set_tlsext_host_name(ssl, host) != 1)
-		return -1;
-	return SSL_set1_host(ssl, host) == 1 ? 0 : -1;
-}
-
-static SSL *
-tls_new(struct mc_io *io, SSL_CTX *ctx, int server, const char *host)
-{
-	SSL *ssl = SSL_new(ctx);
-	int ok;
-
-	if (ssl == NULL)
-		return NULL;
-	if (io->rfd == io->wfd)
-		ok = SSL_set_fd(ssl, io->rfd);
-	else
-		ok = SSL_set_rfd(ssl, io->rfd) == 1 &&
-		    SSL_set_wfd(ssl, io->wfd) == 1;
-	if (ok == 1 && !server && tls_client_names(ssl, host) < 0)
-		ok = 0;
-	if (ok != 1) {
-		SSL_free(ssl);
-		return NULL;
-	}
-	if (server)
-		SSL_set_accept_state(ssl);
-	else
-		SSL_set_connect_state(ssl);
-	return ssl;
-}
-
-/* Why a client handshake failed: name the certificate problem if any. */
-static void
-tls_verify_reason(struct mc_io *io, SSL *ssl)
-{
-	long v = SSL_get_verify_result(ssl);
-
-	if (!(SSL_get_verify_mode(ssl) & SSL_VERIFY_PEER))
-		return;     /* not verifying: a bad certificate was no failure */
-	if (v != X509_V_OK)
-		snprintf(io->err, sizeof io->err,
-		    "TLS handshake: certificate verify failed: %s",
-		    X509_verify_cert_error_string(v));
+	return io->tls_ops->verified(io->tls);
 }
 
 /* The handshake as a whole must finish within the idle timeout. */
 static int
-tls_handshake(struct mc_io *io, SSL *ssl)
+tls_handshake(struct mc_io *io)
 {
 	int64_t until = idle_limit(io);
 	struct want w;
+	char why[160];
 	int r, st;
 
 	for (;;) {
-		ERR_clear_error();
-		errno = 0;
-		r = SSL_do_handshake(ssl);
-		if (r == 1)
+		why[0] = '\0';
+		r = io->tls_ops->handshake(io->tls, why, sizeof why);
+		if (r == MC_TLS_DONE)
 			return MC_IO_OK;
-		st = tls_status(io, r, &w, "TLS handshake");
+		st = tls_status(io, r, why, &w, "TLS handshake");
 		if (st == MC_IO_EOF)
 			return io_fail(io, MC_IO_ERROR, "TLS handshake",
 			    "connection closed");
@@ -847,12 +777,14 @@ tls_handshake(struct mc_io *io, SSL *ssl)
 static int
 tls_start(struct mc_io *io, SSL_CTX *ctx, int server, const char *host)
 {
-	SSL *ssl;
+	const struct mc_tls_ops *ops;
+	struct mc_tls_conn *conn;
+	char why[160];
 	int st;
 
 	if (io->dead)
 		return MC_IO_ERROR;
-	if (io->ssl != NULL)
+	if (io->tls != NULL)
 		return io_fail(io, MC_IO_ERROR, "STARTTLS", "TLS already active");
 	st = mc_io_flush(io);   /* the plaintext go-ahead reply */
 	if (st != MC_IO_OK)
@@ -860,22 +792,25 @@ tls_start(struct mc_io *io, SSL_CTX *ctx, int server, const char *host)
 	io->discarded = io->rlen;       /* pipelined plaintext: never executed */
 	io->rpos = io->rlen = 0;
 	io->skipping = 0;
-	ssl = tls_new(io, ctx, server, host);
-	if (ssl == NULL) {
-		mc_tls_error(io->err, sizeof io->err, "TLS setup");
+	why[0] = '\0';
+	if ((ops = mc_tls_get_ops(why, sizeof why)) == NULL ||
+	    (conn = ops->conn_new(ctx, io->rfd, io->wfd, server, host, why,
+	    sizeof why)) == NULL) {
+		io_fail(io, MC_IO_ERROR, "TLS setup", why);
 		io->dead = 1;
 		return MC_IO_ERROR;
 	}
-	io->ssl = ssl;  /* so tls_status can use it */
-	st = tls_handshake(io, ssl);
+	io->tls_ops = ops;
+	io->tls = conn;
+	st = tls_handshake(io);
 	if (st == MC_IO_OK)
 		return MC_IO_OK;
-	if (!server)
-		tls_verify_reason(io, ssl);
-	io->ssl = NULL;
-	SSL_free(ssl);
+	why[0] = '\0';
+	if (!server && ops->verify_error(conn, why, sizeof why))
+		io_fail(io, st, "TLS handshake", why);
+	io->tls = NULL;
+	ops->conn_free(conn);
 	io->dead = 1;
-	ERR_clear_error();
 	return st;
 }
 
@@ -900,16 +835,14 @@ tls_shutdown(struct mc_io *io)
 	int r;
 
 	for (;;) {
-		ERR_clear_error();
-		r = SSL_shutdown(io->ssl);
-		if (r >= 0 || tls_status(io, r, &w, "TLS close") != IO_AGAIN)
-			break;
-		if (w.events != POLLOUT)
-			break;  /* close_notify sent; we do not wait for theirs */
+		r = io->tls_ops->shutdown(io->tls);
+		if (r != MC_TLS_WANT_WRITE)
+			break;  /* sent, failed, or waiting for theirs: not awaited */
+		w.fd = io->wfd;
+		w.events = POLLOUT;
 		if (wait_fd(io, &w, until, "TLS close") != MC_IO_OK)
 			break;
 	}
-	ERR_clear_error();
 }
 
 int
@@ -917,7 +850,7 @@ mc_io_close(struct mc_io *io)
 {
 	int st = mc_io_flush(io);
 
-	if (io->ssl != NULL && !io->tls_dead && !io->dead && st == MC_IO_OK)
+	if (io->tls != NULL && !io->tls_dead && !io->dead && st == MC_IO_OK)
 		tls_shutdown(io);
 	if (st == MC_IO_OK)
 		snprintf(io->err, sizeof io->err, "connection closed");

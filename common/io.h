@@ -1,7 +1,8 @@
 /*
  * io.h - the I/O layer for one connection (fds 0/1 of a session, or any read
  * fd + write fd): non-blocking, poll()-driven with an idle timeout, a strict
- * line reader, raw reads for BDAT, a reply buffer, and OpenSSL TLS on the fds.
+ * line reader, raw reads for BDAT, a reply buffer, and OpenSSL TLS on the fds
+ * (through tls_conn.h: the session programs load it from tls.so when TLS starts).
  */
 #ifndef MC_IO_H
 #define MC_IO_H
@@ -154,7 +155,8 @@ int mc_io_flush(struct mc_io *io);
  * timeout (MC_IO_TIMEOUT otherwise).
  *
  * Failure (MC_IO_ERROR or MC_IO_TIMEOUT, with a short reason in
- * mc_io_last_error, e.g. "TLS handshake: unsupported protocol") leaves the
+ * mc_io_last_error, e.g. "TLS handshake: unsupported protocol", or "TLS
+ * setup: module tls: ..." if tls.so cannot be loaded) leaves the
  * connection unusable: every later call returns MC_IO_ERROR. Calling it
  * when TLS is already active is MC_IO_ERROR ("TLS already active") without
  * harm to the session.

@@ -1,6 +1,6 @@
 /*
- * module.c - finds and loads mailcell's modules (store.so, inbound.so) with
- * dlopen, RTLD_LOCAL so that their libraries stay private to them.
+ * module.c - finds and loads mailcell's modules (store.so, inbound.so,
+ * tls.so) with dlopen, RTLD_LOCAL so that their libraries stay private to them.
  */
 #include "module.h"
 

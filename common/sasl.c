@@ -1,28 +1,41 @@
 /*
- * sasl.c - strict base64 decoding (OpenSSL's decoder after our own character
- * and padding checks), SASL PLAIN parsing, and the login check shared by the
- * SMTP and POP3 sessions. Never logs a password.
+ * sasl.c - strict base64 decoding, SASL PLAIN parsing, and the login check
+ * shared by the SMTP and POP3 sessions. Never logs a password.
  */
 #include "sasl.h"
 
+#include <stdint.h>
+#include <stdio.h>
 #include <string.h>
-
-#include <openssl/evp.h>
 
 #include "address.h"
 #include "password.h"
 
+/* The value of a base64 digit (RFC 4648 table 1), or -1. */
 static int
-b64_char(char c)
+b64_value(unsigned char c)
 {
-	return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
-	    c == '+' || c == '/';
+	if (c >= 'A' && c <= 'Z')
+		return c - 'A';
+	if (c >= 'a' && c <= 'z')
+		return c - 'a' + 26;
+	if (c >= '0' && c <= '9')
+		return c - '0' + 52;
+	if (c == '+')
+		return 62;
+	if (c == '/')
+		return 63;
+	return -1;
 }
 
+/*
+ * Groups of four digits, each to three octets; "=" only as the last one or
+ * two characters. The bits a padded group leaves over are not checked.
+ */
 int
 mc_b64_decode(const char *s, size_t n, unsigned char *out, size_t outcap)
 {
-	int len, pad = 0;
+	size_t i, o = 0, pad = 0;
 
 	if (n % 4 != 0 || n / 4 * 3 > outcap || n > 1 << 20)
 		return -1;
@@ -30,11 +43,21 @@ mc_b64_decode(const char *s, size_t n, unsigned char *out, size_t outcap)
 		return 0;
 	if (s[n - 1] == '=')
 		pad = s[n - 2] == '=' ? 2 : 1;
-	for (size_t i = 0; i < n - (size_t)pad; i++)
-		if (!b64_char(s[i]))
-			return -1;
-	len = EVP_DecodeBlock(out, (const unsigned char *)s, (int)n);
-	return len < 0 ? -1 : len - pad;
+	for (i = 0; i < n; i += 4) {
+		uint32_t group = 0;
+
+		for (size_t j = i; j < i + 4; j++) {
+			int v = j < n - pad ? b64_value((unsigned char)s[j]) : 0;
+
+			if (v < 0)
+				return -1;
+			group = group << 6 | (uint32_t)v;
+		}
+		out[o++] = (unsigned char)(group >> 16);
+		out[o++] = (unsigned char)(group >> 8);
+		out[o++] = (unsigned char)group;
+	}
+	return (int)(o - pad);
 }
 
 int
@@ -58,23 +81,30 @@ mc_sasl_plain_split(const unsigned char *buf, size_t n, const char **user,
 
 enum mc_login
 mc_login_check(struct mc_store *st, const char *user, const char *password, char *key,
-    size_t keycap)
+    size_t keycap, char *err, size_t errlen)
 {
 	struct mc_address a;
 	struct mc_user u;
 	enum mc_store_status s;
 	int ok;
 
+	err[0] = '\0';
 	if (mc_addr_parse_mailbox(user, MC_ADDR_ALLOW_UTF8, &a) != MC_ADDR_OK ||
 	    a.domain[0] == '\0' || mc_addr_key(&a, key, keycap) != 0) {
 		(void)mc_password_verify(password, NULL);
 		return MC_LOGIN_BAD;
 	}
 	s = mc_store_user_get(st, key, &u);
-	if (s == MC_STORE_TEMP)
+	if (s == MC_STORE_TEMP) {
+		snprintf(err, errlen, "user lookup: %s", mc_store_error(st));
 		return MC_LOGIN_TEMP;
+	}
 	ok = mc_password_verify(password, s == MC_STORE_OK ? u.password : NULL);
 	explicit_bzero(u.password, sizeof(u.password));
+	if (ok < 0) {
+		snprintf(err, errlen, "password check unavailable (libcrypt could not be loaded)");
+		return MC_LOGIN_TEMP;
+	}
 	if (!ok)
 		return MC_LOGIN_BAD;
 	return u.disabled ? MC_LOGIN_DISABLED : MC_LOGIN_OK;

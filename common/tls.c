@@ -1,9 +1,11 @@
 /*
  * tls.c - OpenSSL contexts for mailcell (server and relay client) and the
- * error-queue-to-one-line helper. The per-connection TLS state lives in
- * io.c; this file only builds and configures SSL_CTX objects.
+ * error-queue-to-one-line helpers. The per-connection TLS state lives in
+ * tls_conn.c; this file only builds and configures SSL_CTX objects. Linked
+ * into the programs that link OpenSSL, and into lib/mailcell/tls.so.
  */
 #include "tls.h"
+#include "tls_conn.h"
 
 #include <stdio.h>
 
@@ -15,18 +17,33 @@
     SSL_OP_IGNORE_UNEXPECTED_EOF)
 
 void
-mc_tls_error(char *buf, size_t len, const char *what)
+mc_tls_reason(char *buf, size_t len)
 {
 	unsigned long e = ERR_peek_error();
 	const char *reason = e ? ERR_reason_error_string(e) : NULL;
 
 	if (reason != NULL)
-		snprintf(buf, len, "%s: %s", what, reason);
+		snprintf(buf, len, "%s", reason);
 	else if (e != 0)
-		snprintf(buf, len, "%s: OpenSSL error %lx", what, e);
+		snprintf(buf, len, "OpenSSL error %lx", e);
 	else
-		snprintf(buf, len, "%s: unknown TLS error", what);
+		snprintf(buf, len, "unknown TLS error");
 	ERR_clear_error();
+}
+
+void
+mc_tls_error(char *buf, size_t len, const char *what)
+{
+	char reason[160];
+
+	mc_tls_reason(reason, sizeof reason);
+	snprintf(buf, len, "%s: %s", what, reason);
+}
+
+void
+mc_tls_ctx_free(SSL_CTX *ctx)
+{
+	SSL_CTX_free(ctx);
 }
 
 /* Settings common to the server and the client context. */

@@ -2,6 +2,8 @@
  * tls.h - OpenSSL contexts for mailcell: the server side (STARTTLS/STLS and
  * implicit TLS) and the client side (relay client), TLS 1.2 minimum. Create
  * them only when TLS starts: building an SSL_CTX is slow (startup budget).
+ * The session programs do not link OpenSSL: there the first of these calls
+ * loads lib/mailcell/tls.so (lazy_tls.c); elsewhere they are tls.c's own.
  */
 #ifndef MC_TLS_H
 #define MC_TLS_H
@@ -19,8 +21,8 @@ typedef struct ssl_ctx_st SSL_CTX;
  * ticket key, so resumption could never succeed and tickets would only cost
  * CPU and bytes. A peer closing without close_notify reads as plain EOF
  * (SMTP and POP3 have their own end markers).
- * Returns NULL and one line in err (naming the file) on failure. Free with
- * SSL_CTX_free.
+ * Returns NULL and one line in err (naming the file, or why tls.so could not
+ * be loaded) on failure. Free with mc_tls_ctx_free.
  */
 SSL_CTX *mc_tls_server_ctx(const char *cert_file, const char *key_file,
     char *err, size_t errlen);
@@ -37,10 +39,7 @@ SSL_CTX *mc_tls_server_ctx(const char *cert_file, const char *key_file,
 SSL_CTX *mc_tls_client_ctx(int verify, const char *ca_file, char *err,
     size_t errlen);
 
-/*
- * Write "what: reason" for the oldest error in this thread's OpenSSL error
- * queue into buf (or "what: unknown TLS error"), then clear the queue.
- */
-void mc_tls_error(char *buf, size_t len, const char *what);
+/* Free a context from the functions above (SSL_CTX_free). NULL ok. */
+void mc_tls_ctx_free(SSL_CTX *ctx);
 
 #endif

@@ -157,9 +157,9 @@ login_failed(struct pop3 *p, const char *user)
 static void
 login(struct pop3 *p, const char *user, const char *password)
 {
-	char key[600];
+	char key[600], e[600];
 
-	switch (mc_login_check(p->st, user, password, key, sizeof(key))) {
+	switch (mc_login_check(p->st, user, password, key, sizeof(key), e, sizeof(e))) {
 	case MC_LOGIN_OK:
 		open_maildrop(p, key);
 		return;
@@ -167,7 +167,7 @@ login(struct pop3 *p, const char *user, const char *password)
 		err(p, "[SYS/PERM] this account is disabled");
 		return;
 	case MC_LOGIN_TEMP:
-		mc_log(MC_LOG_ERR, "login lookup failed: %s", mc_store_error(p->st));
+		mc_log(MC_LOG_ERR, "login failed temporarily: %s", e);
 		err(p, "[SYS/TEMP] authentication unavailable, try again later");
 		return;
 	case MC_LOGIN_BAD:

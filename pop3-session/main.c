@@ -5,7 +5,6 @@
  */
 #include "pop3.h"
 
-#include <openssl/ssl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -79,8 +78,7 @@ main(int argc, char **argv)
 	mc_io_free(p.io);
 	mc_store_free(p.st);
 	free(p.msgs);
-	if (p.tls_ctx != NULL)
-		SSL_CTX_free(p.tls_ctx);
+	mc_tls_ctx_free(p.tls_ctx);
 	mc_config_free(&cfg);
 	return 0;
 }

@@ -62,11 +62,12 @@ auth_failed(struct session *s, const char *user)
 static void
 finish(struct session *s, const char *user, const char *password)
 {
-	char key[600];
-	enum mc_login r = mc_login_check(s->st, user, password, key, sizeof(key));
+	char key[600], err[600];
+	enum mc_login r = mc_login_check(s->st, user, password, key, sizeof(key), err,
+	    sizeof(err));
 
 	if (r == MC_LOGIN_TEMP) {
-		mc_log(MC_LOG_ERR, "AUTH lookup failed: %s", mc_store_error(s->st));
+		mc_log(MC_LOG_ERR, "AUTH failed temporarily: %s", err);
 		reply(s, 454, "4.7.0", "Temporary authentication failure");
 		return;
 	}

@@ -5,7 +5,6 @@
  */
 #include "session.h"
 
-#include <openssl/ssl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -98,8 +97,7 @@ main(int argc, char **argv)
 	mc_io_close(s.io);
 	mc_io_free(s.io);
 	mc_store_free(s.st);
-	if (s.tls_ctx != NULL)
-		SSL_CTX_free(s.tls_ctx);
+	mc_tls_ctx_free(s.tls_ctx);
 	mc_config_free(&cfg);
 	return 0;
 }

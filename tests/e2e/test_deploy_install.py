@@ -16,7 +16,7 @@ from conftest import TOP
 from deploy_helpers import ALICE, UNITS, deployenv  # noqa: F401
 
 PROGRAMS = ["bin/mailcell", "bin/smtp-session", "bin/pop3-session", "bin/relay-worker",
-            "lib/mailcell/store.so", "lib/mailcell/inbound.so"]
+            "lib/mailcell/store.so", "lib/mailcell/inbound.so", "lib/mailcell/tls.so"]
 SYSTEMD_UNITS = sorted(p.name for p in UNITS.iterdir()
                        if p.suffix in (".socket", ".service", ".timer", ".path"))
 
@@ -49,7 +49,7 @@ def test_install_prefix_usr(tmp_path, deployenv):
     u = dest / "usr"
     for prog in ("mailcell", "smtp-session", "pop3-session", "relay-worker"):
         assert mode(u / "bin" / prog) == 0o755
-    for mod in ("store.so", "inbound.so"):
+    for mod in ("store.so", "inbound.so", "tls.so"):
         assert (u / "lib/mailcell" / mod).is_file()
     assert mode(u / "lib/mailcell/mailcell-inetd") == 0o755
     for t in (TOP / "templates").iterdir():

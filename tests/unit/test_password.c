@@ -34,6 +34,22 @@ test_hash_verify(void **state)
 	assert_int_equal(mc_password_hash("x", h1, 10), -1);  /* does not fit */
 }
 
+/* The constant-time comparison: a hash that differs in one place is no match. */
+static void
+test_verify_differs(void **state)
+{
+	char h[MC_HASH_MAX], *last;
+
+	(void)state;
+	assert_int_equal(mc_password_hash("pw", h, sizeof(h)), 0);
+	assert_int_equal(mc_password_verify("pw", h), 1);
+	last = h + strlen(h) - 1;
+	*last = *last == 'A' ? 'B' : 'A';
+	assert_int_equal(mc_password_verify("pw", h), 0);
+	*last = '\0';                               /* shorter */
+	assert_int_equal(mc_password_verify("pw", h), 0);
+}
+
 static void
 test_read(void **state)
 {
@@ -60,6 +76,7 @@ main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_hash_verify),
+		cmocka_unit_test(test_verify_differs),
 		cmocka_unit_test(test_read),
 	};
 
