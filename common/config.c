@@ -66,6 +66,8 @@ static const struct key_desc keys[] = {
 	{ "relay_port",           K_UINT,      OFF(relay_port),        "25", 1, 65535, 0 },
 	{ "relay_trigger",        K_STR,       OFF(relay_trigger),     "/run/mailcell/relay.trigger", 0, 0, 1 },
 	{ "dkim_sign",            K_BOOL,      OFF(dkim_sign),         "yes", 0, 1, 0 },
+	{ "queue_keep_done",      K_SECONDS,   OFF(queue_keep_done),   "7d", 1, 366 * 86400, 0 },
+	{ "relay_concurrency",    K_UINT,      OFF(relay_concurrency), "10", 1, 100, 0 },
 	{ "public_suffix_list",   K_STR,       OFF(public_suffix_list), "/usr/share/publicsuffix/public_suffix_list.dat", 0, 0, 0 },
 };
 #define NKEYS (sizeof(keys) / sizeof(keys[0]))

@@ -57,6 +57,8 @@ struct mc_config {
 	unsigned relay_port;      /* port of MX hosts */
 	char *relay_trigger;      /* sessions touch it when they queue mail */
 	int dkim_sign;            /* sign outbound mail of local domains */
+	unsigned queue_keep_done; /* seconds delivered items stay in outbound_done */
+	unsigned relay_concurrency; /* deliveries a relay worker runs at once */
 };
 
 /*

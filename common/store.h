@@ -230,4 +230,21 @@ enum mc_store_status mc_store_lock_renew(struct mc_store *st, const char *name,
 enum mc_store_status mc_store_lock_release(struct mc_store *st, const char *name,
     const char *holder);
 
+/* ---- the relay worker's claims, one id at a time ---- */
+
+/*
+ * Ids of due items (as mc_store_outbound_claim takes them), oldest due
+ * first, at most max; *n of them.
+ */
+enum mc_store_status mc_store_outbound_due(struct mc_store *st, char ids[][MC_ID_LEN + 1],
+    size_t max, size_t *n);
+
+/*
+ * Claims this item, if it is still due, as mc_store_outbound_claim does:
+ * OK (ours, delivering), EXISTS (another worker holds it), NOTFOUND (no
+ * longer due, or gone).
+ */
+enum mc_store_status mc_store_outbound_claim_id(struct mc_store *st, const char *id,
+    const char *owner, unsigned lease_seconds, struct mc_outbound_info *out);
+
 #endif

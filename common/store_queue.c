@@ -4,6 +4,7 @@
  * MongoDB and on FerretDB (whose filtered updates are not). Queue claims use it.
  */
 #include "store_int.h"
+#include "store_relay.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -275,9 +276,9 @@ outbound_from_doc(const bson_t *doc, struct mc_outbound_info *o)
 	recipients_join(doc, o->recipients, sizeof(o->recipients));
 }
 
-/* find_one by ObjectId; *doc is a copy the caller destroys. */
+/* find_one by ObjectId in coll; *doc is a copy the caller destroys. */
 static enum mc_store_status
-outbound_find(struct mc_store *st, const char *id, bson_t **doc)
+find_in(struct mc_store *st, const char *coll, const char *id, bson_t **doc)
 {
 	mongoc_collection_t *c;
 	mongoc_cursor_t *cur;
@@ -290,7 +291,7 @@ outbound_find(struct mc_store *st, const char *id, bson_t **doc)
 	*doc = NULL;
 	if ((s = mc_store_oid(st, id, &oid)) != MC_STORE_OK)
 		return s;
-	if ((c = mc_store_coll(st, "outbound")) == NULL)
+	if ((c = mc_store_coll(st, coll)) == NULL)
 		return MC_STORE_TEMP;
 	f = BCON_NEW("_id", BCON_OID(&oid));
 	cur = mongoc_collection_find_with_opts(c, f, NULL, NULL);
@@ -306,11 +307,28 @@ outbound_find(struct mc_store *st, const char *id, bson_t **doc)
 	return s;
 }
 
+static enum mc_store_status
+outbound_find(struct mc_store *st, const char *id, bson_t **doc)
+{
+	return find_in(st, "outbound", id, doc);
+}
+
+/* The item in the queue, or else among the delivered ones (outbound_done). */
+static enum mc_store_status
+item_find(struct mc_store *st, const char *id, bson_t **doc)
+{
+	enum mc_store_status s = find_in(st, "outbound", id, doc);
+
+	if (s == MC_STORE_NOTFOUND)
+		s = find_in(st, "outbound_done", id, doc);
+	return s;
+}
+
 enum mc_store_status
 mc_store_outbound_get(struct mc_store *st, const char *id, struct mc_outbound_info *out)
 {
 	bson_t *doc;
-	enum mc_store_status s = outbound_find(st, id, &doc);
+	enum mc_store_status s = item_find(st, id, &doc);
 
 	if (s == MC_STORE_OK) {
 		outbound_from_doc(doc, out);
@@ -323,7 +341,7 @@ enum mc_store_status
 mc_store_outbound_json(struct mc_store *st, const char *id, char **json)
 {
 	bson_t *doc;
-	enum mc_store_status s = outbound_find(st, id, &doc);
+	enum mc_store_status s = item_find(st, id, &doc);
 	char *j;
 
 	*json = NULL;
@@ -390,25 +408,36 @@ outbound_set(struct mc_store *st, const char *id, const char *state, int64_t nex
 	return s;
 }
 
-/* Removes the item, then its body unless something else refers to it. */
+/* delete_one by _id from coll. */
 static enum mc_store_status
-outbound_delete_locked(struct mc_store *st, const struct mc_outbound_info *o)
+delete_in(struct mc_store *st, const char *coll, const bson_oid_t *oid)
 {
 	mongoc_collection_t *c;
 	bson_t *f;
-	bson_oid_t oid, body;
 	bson_error_t e;
-	enum mc_store_status s;
+	enum mc_store_status s = MC_STORE_OK;
 
-	if ((s = mc_store_oid(st, o->id, &oid)) != MC_STORE_OK)
-		return s;
-	if ((c = mc_store_coll(st, "outbound")) == NULL)
+	if ((c = mc_store_coll(st, coll)) == NULL)
 		return MC_STORE_TEMP;
-	f = BCON_NEW("_id", BCON_OID(&oid));
+	f = BCON_NEW("_id", BCON_OID(oid));
 	if (!mongoc_collection_delete_one(c, f, NULL, NULL, &e))
 		s = mc_store_fail(st, &e, "deleting queue item");
 	bson_destroy(f);
 	mongoc_collection_destroy(c);
+	return s;
+}
+
+/* Removes the item (queued or delivered), then its body unless something else refers to it. */
+static enum mc_store_status
+outbound_delete_locked(struct mc_store *st, const struct mc_outbound_info *o)
+{
+	bson_oid_t oid, body;
+	enum mc_store_status s;
+
+	if ((s = mc_store_oid(st, o->id, &oid)) != MC_STORE_OK)
+		return s;
+	if ((s = delete_in(st, "outbound", &oid)) == MC_STORE_OK)
+		s = delete_in(st, "outbound_done", &oid);
 	if (s == MC_STORE_OK && o->body[0] != '\0' &&
 	    mc_store_oid(st, o->body, &body) == MC_STORE_OK)
 		s = mc_store_body_release(st, &body);
@@ -491,9 +520,8 @@ due_filter(int64_t now)
 	    "]");
 }
 
-/* Candidate ids of due items, oldest due first. */
-static enum mc_store_status
-due_ids(struct mc_store *st, char ids[][MC_ID_LEN + 1], size_t max, size_t *n)
+enum mc_store_status
+mc_store_outbound_due(struct mc_store *st, char ids[][MC_ID_LEN + 1], size_t max, size_t *n)
 {
 	mongoc_collection_t *c = mc_store_coll(st, "outbound");
 	bson_t *f, *opts;
@@ -555,6 +583,12 @@ claim_locked(struct mc_store *st, const char *id, const char *owner, unsigned le
 		return MC_STORE_NOTFOUND;
 	}
 	bson_destroy(doc);
+	/* Taking over from a worker that died: perhaps after it delivered the item. */
+	if (strcmp(out->state, "delivering") == 0) {
+		if ((s = mc_store_item_settle(st, id)) != MC_STORE_NOTFOUND)
+			return s == MC_STORE_EXISTS ? MC_STORE_NOTFOUND : s;
+		s = MC_STORE_OK;
+	}
 	if ((c = mc_store_coll(st, "outbound")) == NULL)
 		return MC_STORE_TEMP;
 	bson_oid_init_from_string(&oid, id);
@@ -572,28 +606,57 @@ claim_locked(struct mc_store *st, const char *id, const char *owner, unsigned le
 	return s;
 }
 
+/* Is the item due now? A read before the lock's writes, for ids that may be stale. */
+static enum mc_store_status
+due_now(struct mc_store *st, const char *id)
+{
+	struct mc_outbound_info o;
+	bson_t *doc;
+	enum mc_store_status s = outbound_find(st, id, &doc);
+
+	if (s != MC_STORE_OK)
+		return s;
+	outbound_from_doc(doc, &o);
+	s = still_due(&o, doc, mc_store_now_ms()) ? MC_STORE_OK : MC_STORE_NOTFOUND;
+	bson_destroy(doc);
+	return s;
+}
+
+enum mc_store_status
+mc_store_outbound_claim_id(struct mc_store *st, const char *id, const char *owner,
+    unsigned lease, struct mc_outbound_info *out)
+{
+	char lock[64];
+	enum mc_store_status s;
+
+	if ((s = due_now(st, id)) != MC_STORE_OK)
+		return s == MC_STORE_NOTFOUND ? mc_store_seterr(st, s, "%s: not due", id) : s;
+	snprintf(lock, sizeof(lock), "outbound:%s", id);
+	if ((s = mc_store_lock_take(st, lock, owner, lease)) != MC_STORE_OK)
+		return s;
+	s = claim_locked(st, id, owner, lease, out);
+	if (s == MC_STORE_OK)
+		return MC_STORE_OK;  /* the lock stays with the owner until done */
+	(void)mc_store_lock_release(st, lock, owner);
+	if (s == MC_STORE_NOTFOUND)
+		s = mc_store_seterr(st, MC_STORE_NOTFOUND, "%s: no longer due", id);
+	return s;
+}
+
 enum mc_store_status
 mc_store_outbound_claim(struct mc_store *st, const char *owner, unsigned lease,
     struct mc_outbound_info *out)
 {
-	char ids[32][MC_ID_LEN + 1], lock[64];
+	char ids[32][MC_ID_LEN + 1];
 	size_t n;
-	enum mc_store_status s = due_ids(st, ids, 32, &n);
+	enum mc_store_status s = mc_store_outbound_due(st, ids, 32, &n);
 
 	for (size_t i = 0; s == MC_STORE_OK && i < n; i++) {
-		enum mc_store_status ls;
-		snprintf(lock, sizeof(lock), "outbound:%s", ids[i]);
-		ls = mc_store_lock_take(st, lock, owner, lease);
-		if (ls == MC_STORE_EXISTS)
-			continue;
-		if (ls != MC_STORE_OK)
-			return ls;
-		ls = claim_locked(st, ids[i], owner, lease, out);
-		if (ls == MC_STORE_OK)
-			return MC_STORE_OK;  /* the lock stays with the owner until done */
-		(void)mc_store_lock_release(st, lock, owner);
-		if (ls != MC_STORE_NOTFOUND)
-			return ls;
+		enum mc_store_status cs = mc_store_outbound_claim_id(st, ids[i], owner, lease, out);
+		if (cs == MC_STORE_OK)
+			return MC_STORE_OK;
+		if (cs != MC_STORE_EXISTS && cs != MC_STORE_NOTFOUND)
+			return cs;
 	}
 	return s == MC_STORE_OK ? mc_store_seterr(st, MC_STORE_NOTFOUND, "nothing due") : s;
 }

@@ -1,7 +1,8 @@
 /*
  * store_relay.c - the relay worker's view of a claimed queue item (see
  * store_relay.h). Every write names the item by _id while its claim lock
- * is held, so it is safe on MongoDB and on the dev database alike.
+ * is held, so it is safe on MongoDB and on the dev database alike. A
+ * delivered item moves from outbound to outbound_done, kept for a while.
  */
 #include "store_relay.h"
 #include "store_int.h"
@@ -113,34 +114,65 @@ body_length(struct mc_store *st, const char *body_id)
 	return len;
 }
 
-enum mc_store_status
-mc_store_item_load(struct mc_store *st, const char *id, struct mc_item *out)
+/* One document by _id from coll (opts may be NULL); *doc a copy, or NOTFOUND. */
+static enum mc_store_status
+find_by_id(struct mc_store *st, const char *coll, const bson_oid_t *oid, const bson_t *opts,
+    bson_t **doc)
 {
 	mongoc_collection_t *c;
 	mongoc_cursor_t *cur;
-	const bson_t *doc;
+	const bson_t *d;
 	bson_t *f;
-	bson_oid_t oid;
 	bson_error_t e;
+	enum mc_store_status s = MC_STORE_OK;
+
+	*doc = NULL;
+	if ((c = mc_store_coll(st, coll)) == NULL)
+		return MC_STORE_TEMP;
+	f = BCON_NEW("_id", BCON_OID(oid));
+	cur = mongoc_collection_find_with_opts(c, f, opts, NULL);
+	if (mongoc_cursor_next(cur, &d))
+		*doc = bson_copy(d);
+	else if (mongoc_cursor_error(cur, &e))
+		s = mc_store_fail(st, &e, "reading queue item");
+	else
+		s = MC_STORE_NOTFOUND;
+	mongoc_cursor_destroy(cur);
+	bson_destroy(f);
+	mongoc_collection_destroy(c);
+	return s;
+}
+
+/* The item from the queue, or else from the delivered ones (outbound_done). */
+static enum mc_store_status
+find_item(struct mc_store *st, const char *id, const bson_t *opts, bson_t **doc)
+{
+	bson_oid_t oid;
+	enum mc_store_status s;
+
+	*doc = NULL;
+	if ((s = mc_store_oid(st, id, &oid)) != MC_STORE_OK)
+		return s;
+	s = find_by_id(st, "outbound", &oid, opts, doc);
+	if (s == MC_STORE_NOTFOUND)
+		s = find_by_id(st, "outbound_done", &oid, opts, doc);
+	if (s == MC_STORE_NOTFOUND)
+		s = mc_store_seterr(st, MC_STORE_NOTFOUND, "%s: no such queue item", id);
+	return s;
+}
+
+enum mc_store_status
+mc_store_item_load(struct mc_store *st, const char *id, struct mc_item *out)
+{
+	bson_t *doc;
 	enum mc_store_status s;
 
 	memset(out, 0, sizeof(*out));
 	snprintf(out->id, sizeof(out->id), "%s", id);
-	if ((s = mc_store_oid(st, id, &oid)) != MC_STORE_OK)
+	if ((s = find_item(st, id, NULL, &doc)) != MC_STORE_OK)
 		return s;
-	if ((c = mc_store_coll(st, "outbound")) == NULL)
-		return MC_STORE_TEMP;
-	f = BCON_NEW("_id", BCON_OID(&oid));
-	cur = mongoc_collection_find_with_opts(c, f, NULL, NULL);
-	if (mongoc_cursor_next(cur, &doc))
-		s = item_from_doc(st, doc, out);
-	else if (mongoc_cursor_error(cur, &e))
-		s = mc_store_fail(st, &e, "reading queue item");
-	else
-		s = mc_store_seterr(st, MC_STORE_NOTFOUND, "%s: no such queue item", id);
-	mongoc_cursor_destroy(cur);
-	bson_destroy(f);
-	mongoc_collection_destroy(c);
+	s = item_from_doc(st, doc, out);
+	bson_destroy(doc);
 	if (s == MC_STORE_OK && out->body[0] != '\0')
 		out->size = strlen(out->head) + body_length(st, out->body);
 	if (s != MC_STORE_OK)
@@ -201,31 +233,49 @@ mc_store_item_renew(struct mc_store *st, const char *id, const char *owner, unsi
 	return s;
 }
 
+/* Log entries into an array being built, from index k on. */
+static void
+append_entries(bson_t *arr, uint32_t k, const struct mc_item_log *entries, size_t n)
+{
+	bson_t e;
+	char key[16];
+	const char *kp;
+
+	for (size_t i = 0; i < n; i++) {
+		bson_uint32_to_string(k++, &kp, key, sizeof(key));
+		BSON_APPEND_DOCUMENT_BEGIN(arr, kp, &e);
+		BSON_APPEND_DATE_TIME(&e, "time", entries[i].time_ms);
+		BSON_APPEND_UTF8(&e, "command", entries[i].command);
+		BSON_APPEND_UTF8(&e, "reply", entries[i].reply);
+		bson_append_document_end(arr, &e);
+	}
+}
+
+/* {$push: {log: {$each: [entries]}}} into u. */
+static void
+append_push(bson_t *u, const struct mc_item_log *entries, size_t n)
+{
+	bson_t push, each, arr;
+
+	BSON_APPEND_DOCUMENT_BEGIN(u, "$push", &push);
+	BSON_APPEND_DOCUMENT_BEGIN(&push, "log", &each);
+	BSON_APPEND_ARRAY_BEGIN(&each, "$each", &arr);
+	append_entries(&arr, 0, entries, n);
+	bson_append_array_end(&each, &arr);
+	bson_append_document_end(&push, &each);
+	bson_append_document_end(u, &push);
+}
+
 enum mc_store_status
 mc_store_item_log(struct mc_store *st, const char *id, const struct mc_item_log *entries,
     size_t n)
 {
-	bson_t u = BSON_INITIALIZER, push, each, arr, e;
-	char key[16];
-	const char *k;
+	bson_t u = BSON_INITIALIZER;
 	enum mc_store_status s;
 
 	if (n == 0)
 		return MC_STORE_OK;
-	BSON_APPEND_DOCUMENT_BEGIN(&u, "$push", &push);
-	BSON_APPEND_DOCUMENT_BEGIN(&push, "log", &each);
-	BSON_APPEND_ARRAY_BEGIN(&each, "$each", &arr);
-	for (uint32_t i = 0; i < n; i++) {
-		bson_uint32_to_string(i, &k, key, sizeof(key));
-		BSON_APPEND_DOCUMENT_BEGIN(&arr, k, &e);
-		BSON_APPEND_DATE_TIME(&e, "time", entries[i].time_ms);
-		BSON_APPEND_UTF8(&e, "command", entries[i].command);
-		BSON_APPEND_UTF8(&e, "reply", entries[i].reply);
-		bson_append_document_end(&arr, &e);
-	}
-	bson_append_array_end(&each, &arr);
-	bson_append_document_end(&push, &each);
-	bson_append_document_end(&u, &push);
+	append_push(&u, entries, n);
 	s = update_item(st, id, &u, "writing the delivery log");
 	bson_destroy(&u);
 	return s;
@@ -253,14 +303,145 @@ append_rcpts(bson_t *set, const struct mc_item *it)
 	bson_append_array_end(set, &arr);
 }
 
-enum mc_store_status
-mc_store_item_finish(struct mc_store *st, const struct mc_item *it, const char *owner,
-    const char *state, time_t next_attempt)
+/* When a delivered item finished: its finished date, else its last attempt, else now. */
+static int64_t
+finished_of(const bson_t *doc)
+{
+	bson_iter_t it;
+
+	if (bson_iter_init_find(&it, doc, "finished") && BSON_ITER_HOLDS_DATE_TIME(&it))
+		return bson_iter_date_time(&it);
+	if (bson_iter_init_find(&it, doc, "next_attempt") && BSON_ITER_HOLDS_DATE_TIME(&it))
+		return bson_iter_date_time(&it);
+	return mc_store_now_ms();
+}
+
+/* Inserts a delivered item into outbound_done; a copy already there is fine. */
+static enum mc_store_status
+insert_done(struct mc_store *st, const bson_t *doc)
+{
+	mongoc_collection_t *c = mc_store_coll(st, "outbound_done");
+	bson_error_t e;
+	enum mc_store_status s = MC_STORE_OK;
+
+	if (c == NULL)
+		return MC_STORE_TEMP;
+	if (!mongoc_collection_insert_one(c, doc, NULL, NULL, &e))
+		s = mc_store_fail(st, &e, "keeping the delivered item");
+	mongoc_collection_destroy(c);
+	return s == MC_STORE_EXISTS ? MC_STORE_OK : s;
+}
+
+/* Removes the item from outbound, by _id alone (anything else makes the dev database scan). */
+static enum mc_store_status
+delete_queued(struct mc_store *st, const bson_oid_t *oid)
+{
+	mongoc_collection_t *c = mc_store_coll(st, "outbound");
+	bson_t *f;
+	bson_error_t e;
+	enum mc_store_status s = MC_STORE_OK;
+
+	if (c == NULL)
+		return MC_STORE_TEMP;
+	f = BCON_NEW("_id", BCON_OID(oid));
+	if (!mongoc_collection_delete_one(c, f, NULL, NULL, &e))
+		s = mc_store_fail(st, &e, "removing the delivered item from the queue");
+	bson_destroy(f);
+	mongoc_collection_destroy(c);
+	return s;
+}
+
+/* The fields mc_store_item_finish writes (the rest of the item is kept as it is). */
+static int
+outcome_key(const char *k)
+{
+	static const char *const keys[] = { "state", "next_attempt", "lease_until", "warned",
+	    "size", "recipients", "body", "log", "finished", NULL };
+
+	for (size_t i = 0; keys[i] != NULL; i++)
+		if (strcmp(k, keys[i]) == 0)
+			return 1;
+	return 0;
+}
+
+/* The stored log, then the entries not written yet. */
+static void
+append_whole_log(bson_t *out, const bson_t *doc, const struct mc_item_log *log, size_t nlog)
+{
+	bson_iter_t i, old;
+	bson_t arr;
+	uint32_t k = 0;
+	char key[16];
+	const char *kp;
+
+	BSON_APPEND_ARRAY_BEGIN(out, "log", &arr);
+	if (bson_iter_init_find(&i, doc, "log") && BSON_ITER_HOLDS_ARRAY(&i) &&
+	    bson_iter_recurse(&i, &old))
+		while (bson_iter_next(&old)) {
+			bson_uint32_to_string(k++, &kp, key, sizeof(key));
+			bson_append_iter(&arr, kp, -1, &old);
+		}
+	append_entries(&arr, k, log, nlog);
+	bson_append_array_end(out, &arr);
+}
+
+/* The item as outbound_done keeps it: as queued, with the outcome, without the body. */
+static void
+done_doc(const bson_t *doc, const struct mc_item *it, const struct mc_item_log *log,
+    size_t nlog, bson_t *out)
+{
+	bson_iter_t i;
+	int64_t now = mc_store_now_ms();
+
+	bson_init(out);
+	if (bson_iter_init(&i, doc))
+		while (bson_iter_next(&i))
+			if (!outcome_key(bson_iter_key(&i)))
+				bson_append_iter(out, bson_iter_key(&i), -1, &i);
+	BSON_APPEND_UTF8(out, "state", "done");
+	BSON_APPEND_DATE_TIME(out, "next_attempt", now);
+	BSON_APPEND_DATE_TIME(out, "lease_until", 0);
+	BSON_APPEND_BOOL(out, "warned", it->warned != 0);
+	BSON_APPEND_INT64(out, "size", (int64_t)it->size);   /* kept once the body is gone */
+	BSON_APPEND_DATE_TIME(out, "finished", now);
+	append_rcpts(out, it);
+	append_whole_log(out, doc, log, nlog);
+}
+
+/*
+ * A delivered item leaves the queue: inserted into outbound_done with its
+ * outcome and whole log, then removed from outbound. A crash in between
+ * leaves it in both, delivering with a lease: outbound_done has the whole
+ * record, and the worker that takes the item over when the lease has run
+ * out finds it there and only removes it from outbound (see the claim).
+ */
+static enum mc_store_status
+finish_done(struct mc_store *st, const struct mc_item *it, const struct mc_item_log *log,
+    size_t nlog)
+{
+	bson_t *doc, done;
+	bson_oid_t oid;
+	enum mc_store_status s;
+
+	if ((s = mc_store_oid(st, it->id, &oid)) != MC_STORE_OK)
+		return s;
+	if ((s = find_by_id(st, "outbound", &oid, NULL, &doc)) != MC_STORE_OK)
+		return s == MC_STORE_NOTFOUND ? mc_store_seterr(st, s, "%s: no such queue item",
+		    it->id) : s;
+	done_doc(doc, it, log, nlog, &done);
+	bson_destroy(doc);
+	if ((s = insert_done(st, &done)) == MC_STORE_OK)
+		s = delete_queued(st, &oid);
+	bson_destroy(&done);
+	return s;
+}
+
+/* Not delivered (yet): the outcome and the new log entries in one update. */
+static enum mc_store_status
+finish_queued(struct mc_store *st, const struct mc_item *it, const char *state,
+    time_t next_attempt, const struct mc_item_log *log, size_t nlog)
 {
 	bson_t u = BSON_INITIALIZER, set;
-	bson_oid_t body;
-	char lock[64];
-	int done = strcmp(state, "done") == 0;
 	enum mc_store_status s;
 
 	BSON_APPEND_DOCUMENT_BEGIN(&u, "$set", &set);
@@ -268,19 +449,45 @@ mc_store_item_finish(struct mc_store *st, const struct mc_item *it, const char *
 	BSON_APPEND_DATE_TIME(&set, "next_attempt", (int64_t)next_attempt * 1000);
 	BSON_APPEND_DATE_TIME(&set, "lease_until", 0);
 	BSON_APPEND_BOOL(&set, "warned", it->warned != 0);
-	BSON_APPEND_INT64(&set, "size", (int64_t)it->size);   /* kept once the body is gone */
+	BSON_APPEND_INT64(&set, "size", (int64_t)it->size);
 	append_rcpts(&set, it);
 	bson_append_document_end(&u, &set);
-	if (done)
-		BCON_APPEND(&u, "$unset", "{", "body", BCON_UTF8(""), "}");
+	if (nlog > 0)
+		append_push(&u, log, nlog);
 	s = update_item(st, it->id, &u, "recording the delivery outcome");
 	bson_destroy(&u);
-	if (s == MC_STORE_OK && done && it->body[0] != '\0' &&
-	    mc_store_oid(st, it->body, &body) == MC_STORE_OK)
-		(void)mc_store_body_release(st, &body);
+	return s;
+}
+
+enum mc_store_status
+mc_store_item_finish(struct mc_store *st, const struct mc_item *it, const char *owner,
+    const char *state, time_t next_attempt, const struct mc_item_log *log, size_t nlog)
+{
+	char lock[64];
+	enum mc_store_status s;
+
+	if (strcmp(state, "done") == 0)
+		s = finish_done(st, it, log, nlog);
+	else
+		s = finish_queued(st, it, state, next_attempt, log, nlog);
 	snprintf(lock, sizeof(lock), "outbound:%s", it->id);
 	(void)mc_store_lock_release(st, lock, owner);
 	return s;
+}
+
+enum mc_store_status
+mc_store_item_settle(struct mc_store *st, const char *id)
+{
+	bson_t *doc;
+	bson_oid_t oid;
+	enum mc_store_status s;
+
+	if ((s = mc_store_oid(st, id, &oid)) != MC_STORE_OK)
+		return s;
+	if ((s = find_by_id(st, "outbound_done", &oid, NULL, &doc)) != MC_STORE_OK)
+		return s;
+	bson_destroy(doc);
+	return (s = delete_queued(st, &oid)) == MC_STORE_OK ? MC_STORE_EXISTS : s;
 }
 
 static void
@@ -316,30 +523,185 @@ enum mc_store_status
 mc_store_item_log_list(struct mc_store *st, const char *id,
     void (*cb)(void *ctx, const struct mc_item_log *e), void *ctx)
 {
-	mongoc_collection_t *c;
-	mongoc_cursor_t *cur;
+	bson_t *opts = BCON_NEW("projection", "{", "log", BCON_INT32(1), "}"), *doc;
+	enum mc_store_status s = find_item(st, id, opts, &doc);
+
+	if (s == MC_STORE_OK) {
+		each_log(doc, cb, ctx);
+		bson_destroy(doc);
+	}
+	bson_destroy(opts);
+	return s;
+}
+
+/* The _ids a query returns (at most max). */
+static enum mc_store_status
+collect_ids(struct mc_store *st, mongoc_collection_t *c, const bson_t *f, const bson_t *opts,
+    bson_oid_t *ids, size_t max, size_t *n)
+{
+	mongoc_cursor_t *cur = mongoc_collection_find_with_opts(c, f, opts, NULL);
 	const bson_t *doc;
-	bson_t *f, *opts;
-	bson_oid_t oid;
+	bson_iter_t it;
 	bson_error_t e;
+	enum mc_store_status s = MC_STORE_OK;
+
+	*n = 0;
+	while (*n < max && mongoc_cursor_next(cur, &doc))
+		if (bson_iter_init_find(&it, doc, "_id") && BSON_ITER_HOLDS_OID(&it))
+			bson_oid_copy(bson_iter_oid(&it), &ids[(*n)++]);
+	if (mongoc_cursor_error(cur, &e))
+		s = mc_store_fail(st, &e, "reading queue");
+	mongoc_cursor_destroy(cur);
+	return s;
+}
+
+/* An item an older version left done in outbound: into outbound_done, out of outbound. */
+static enum mc_store_status
+move_done(struct mc_store *st, const bson_oid_t *oid)
+{
+	bson_t *doc, copy = BSON_INITIALIZER;
+	enum mc_store_status s = find_by_id(st, "outbound", oid, NULL, &doc);
+
+	if (s != MC_STORE_OK)
+		return s == MC_STORE_NOTFOUND ? MC_STORE_OK : s;   /* moved already */
+	bson_copy_to_excluding_noinit(doc, &copy, "finished", NULL);
+	BSON_APPEND_DATE_TIME(&copy, "finished", finished_of(doc));
+	if ((s = insert_done(st, &copy)) == MC_STORE_OK)
+		s = delete_queued(st, oid);
+	bson_destroy(&copy);
+	bson_destroy(doc);
+	return s;
+}
+
+enum mc_store_status
+mc_store_done_sweep(struct mc_store *st, size_t max, size_t *moved)
+{
+	mongoc_collection_t *c = mc_store_coll(st, "outbound");
+	bson_t *f, *opts;
+	bson_oid_t *ids;
+	size_t n = 0;
 	enum mc_store_status s;
 
-	if ((s = mc_store_oid(st, id, &oid)) != MC_STORE_OK)
-		return s;
-	if ((c = mc_store_coll(st, "outbound")) == NULL)
+	*moved = 0;
+	if (c == NULL)
 		return MC_STORE_TEMP;
-	f = BCON_NEW("_id", BCON_OID(&oid));
-	opts = BCON_NEW("projection", "{", "log", BCON_INT32(1), "}");
+	if ((ids = calloc(max ? max : 1, sizeof(*ids))) == NULL) {
+		mongoc_collection_destroy(c);
+		return mc_store_seterr(st, MC_STORE_TEMP, "out of memory");
+	}
+	f = BCON_NEW("state", BCON_UTF8("done"));
+	opts = BCON_NEW("projection", "{", "_id", BCON_INT32(1), "}", "limit",
+	    BCON_INT64((int64_t)max));
+	s = collect_ids(st, c, f, opts, ids, max, &n);
+	for (size_t i = 0; s == MC_STORE_OK && i < n; i++)
+		if ((s = move_done(st, &ids[i])) == MC_STORE_OK)
+			(*moved)++;
+	bson_destroy(opts);
+	bson_destroy(f);
+	free(ids);
+	mongoc_collection_destroy(c);
+	return s;
+}
+
+enum mc_store_status
+mc_store_done_purge(struct mc_store *st, unsigned keep, int64_t *removed)
+{
+	mongoc_collection_t *c = mc_store_coll(st, "outbound_done");
+	bson_t *f, reply;
+	bson_error_t e;
+	bson_iter_t it;
+	enum mc_store_status s = MC_STORE_OK;
+
+	*removed = 0;
+	if (c == NULL)
+		return MC_STORE_TEMP;
+	f = BCON_NEW("finished", "{", "$lt", BCON_DATE_TIME(mc_store_now_ms() -
+	    (int64_t)keep * 1000), "}");
+	if (!mongoc_collection_delete_many(c, f, NULL, &reply, &e))
+		s = mc_store_fail(st, &e, "purging delivered items");
+	else if (bson_iter_init_find(&it, &reply, "deletedCount"))
+		*removed = bson_iter_as_int64(&it);
+	bson_destroy(&reply);
+	bson_destroy(f);
+	mongoc_collection_destroy(c);
+	return s;
+}
+
+/* {body: {$in: [bodies]}} */
+static bson_t *
+bodies_filter(const bson_oid_t *bodies, size_t n)
+{
+	bson_t *f = bson_new(), in, arr;
+	char key[16];
+	const char *kp;
+
+	BSON_APPEND_DOCUMENT_BEGIN(f, "body", &in);
+	BSON_APPEND_ARRAY_BEGIN(&in, "$in", &arr);
+	for (uint32_t i = 0; i < n; i++) {
+		bson_uint32_to_string(i, &kp, key, sizeof(key));
+		BSON_APPEND_OID(&arr, kp, &bodies[i]);
+	}
+	bson_append_array_end(&in, &arr);
+	bson_append_document_end(f, &in);
+	return f;
+}
+
+/* Marks (in used[]) the bodies that documents of coll refer to. */
+static enum mc_store_status
+mark_referenced(struct mc_store *st, const char *coll, const bson_oid_t *bodies, size_t n,
+    int *used)
+{
+	mongoc_collection_t *c = mc_store_coll(st, coll);
+	bson_t *f, *opts;
+	mongoc_cursor_t *cur;
+	const bson_t *doc;
+	bson_iter_t it;
+	bson_error_t e;
+	enum mc_store_status s = MC_STORE_OK;
+
+	if (c == NULL)
+		return MC_STORE_TEMP;
+	f = bodies_filter(bodies, n);
+	opts = BCON_NEW("projection", "{", "body", BCON_INT32(1), "}");
 	cur = mongoc_collection_find_with_opts(c, f, opts, NULL);
-	if (mongoc_cursor_next(cur, &doc))
-		each_log(doc, cb, ctx);
-	else if (mongoc_cursor_error(cur, &e))
-		s = mc_store_fail(st, &e, "reading queue item");
-	else
-		s = mc_store_seterr(st, MC_STORE_NOTFOUND, "%s: no such queue item", id);
+	while (mongoc_cursor_next(cur, &doc)) {
+		if (!bson_iter_init_find(&it, doc, "body") || !BSON_ITER_HOLDS_OID(&it))
+			continue;
+		for (size_t i = 0; i < n; i++)
+			if (bson_oid_equal(bson_iter_oid(&it), &bodies[i]))
+				used[i] = 1;
+	}
+	if (mongoc_cursor_error(cur, &e))
+		s = mc_store_fail(st, &e, "checking body references");
 	mongoc_cursor_destroy(cur);
 	bson_destroy(opts);
 	bson_destroy(f);
 	mongoc_collection_destroy(c);
+	return s;
+}
+
+enum mc_store_status
+mc_store_bodies_release(struct mc_store *st, const char (*ids)[MC_ID_LEN + 1], size_t n)
+{
+	bson_oid_t *bodies = calloc(n ? n : 1, sizeof(*bodies));
+	int *used = calloc(n ? n : 1, sizeof(*used));
+	enum mc_store_status s = MC_STORE_OK;
+
+	if (bodies == NULL || used == NULL)
+		s = mc_store_seterr(st, MC_STORE_TEMP, "out of memory");
+	for (size_t i = 0; s == MC_STORE_OK && i < n; i++)
+		s = mc_store_oid(st, ids[i], &bodies[i]);
+	if (s == MC_STORE_OK && n > 0 && (s = mark_referenced(st, "messages", bodies, n, used)) ==
+	    MC_STORE_OK)
+		s = mark_referenced(st, "outbound", bodies, n, used);
+	for (size_t i = 0; s == MC_STORE_OK && i < n; i++) {
+		if (used[i])
+			continue;
+		s = mc_store_body_delete(st, ids[i]);
+		if (s == MC_STORE_NOTFOUND)
+			s = MC_STORE_OK;
+	}
+	free(used);
+	free(bodies);
 	return s;
 }

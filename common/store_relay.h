@@ -1,7 +1,8 @@
 /*
  * store_relay.h - what the relay worker reads and writes of a claimed queue
  * item: its recipients with their state, the attempt log, the lease, and the
- * outcome (queued again, done or failed).
+ * outcome (queued again, done or failed); and the delivered items it keeps
+ * in outbound_done for a while.
  */
 #ifndef MC_STORE_RELAY_H
 #define MC_STORE_RELAY_H
@@ -58,11 +59,40 @@ enum mc_store_status mc_store_item_log_list(struct mc_store *st, const char *id,
     void (*cb)(void *ctx, const struct mc_item_log *e), void *ctx);
 
 /*
- * Writes the outcome: the recipients' states, warned, and state "queued"
- * (due at next_attempt), "done" (the body is released) or "failed"; then
- * gives up the claim.
+ * Writes the outcome with the log entries not yet written (log, nlog): the
+ * recipients' states, warned, and state "queued" (due at next_attempt) or
+ * "failed"; or, for "done", the item moves to outbound_done (with its
+ * finished date, without its body: the caller releases that, see
+ * mc_store_bodies_release). Then gives up the claim. mc_store_item_load and
+ * mc_store_item_log_list find delivered items too.
  */
 enum mc_store_status mc_store_item_finish(struct mc_store *st, const struct mc_item *it,
-    const char *owner, const char *state, time_t next_attempt);
+    const char *owner, const char *state, time_t next_attempt,
+    const struct mc_item_log *log, size_t nlog);
+
+/*
+ * For a claim taking over an item whose worker died: EXISTS when the item
+ * was delivered (it is in outbound_done; it is now removed from outbound
+ * too), NOTFOUND when it was not.
+ */
+enum mc_store_status mc_store_item_settle(struct mc_store *st, const char *id);
+
+/*
+ * Moves items an older version left done in outbound to outbound_done: at
+ * most max; *moved of them.
+ */
+enum mc_store_status mc_store_done_sweep(struct mc_store *st, size_t max, size_t *moved);
+
+/*
+ * Deletes the bodies of delivered items that no mailbox entry or queue item
+ * refers to: the reference check of mc_store_body_release for many bodies
+ * at once (one query per collection: on the dev database one scan each,
+ * rather than two per item). A body left behind by a crash is db gc's.
+ */
+enum mc_store_status mc_store_bodies_release(struct mc_store *st,
+    const char (*ids)[MC_ID_LEN + 1], size_t n);
+
+/* Removes delivered items that finished more than keep seconds ago. */
+enum mc_store_status mc_store_done_purge(struct mc_store *st, unsigned keep, int64_t *removed);
 
 #endif

@@ -1,8 +1,9 @@
 /*
  * deliver.c - the recipients of one destination domain: its MX hosts (or
  * relay_host) in order, each of their addresses, one ESMTP transaction per
- * connection; 4xx and connection failures go on to the next host, 2xx and
- * 5xx are final. Every command and reply goes into the item's log.
+ * connection (the connection kept from the previous item to that host
+ * first); 4xx and connection failures go on to the next host, 2xx and 5xx
+ * are final. Every command and reply goes into the item's log.
  */
 #include "relay.h"
 
@@ -192,24 +193,42 @@ client_ctx(struct relay *r)
 	return r->tls_ctx;
 }
 
-/* One transaction over a connected socket for the recipients still pending. */
-static void
-transact(struct dest *d, int fd, const char *host)
+/* A client for a new connection to host, logging into the attempt. */
+static struct smtpc *
+new_client(struct dest *d, int fd, const char *host)
 {
 	struct attempt *a = d->a;
 	const struct mc_config *cfg = a->r->cfg;
-	struct smtpc_rcpt *rc = calloc(d->n, sizeof(*rc));
-	size_t *map = calloc(d->n, sizeof(*map)), k;
 	static const enum smtpc_tls tls[] = { SMTPC_TLS_OPPORTUNISTIC, SMTPC_TLS_REQUIRED,
 	    SMTPC_TLS_VERIFY };
 	struct smtpc_opts o = { cfg->hostname, host, tls[cfg->relay_tls], client_ctx(a->r),
 	    cfg->relay_timeout, smtpc_logger, a };
+	struct smtpc *c = smtpc_new(fd, &o);
+
+	if (c == NULL) {
+		snprintf(d->why, sizeof(d->why), "4.3.0 out of memory");
+		attempt_log(a, "", d->why);
+	}
+	return c;
+}
+
+/*
+ * One transaction for the recipients still pending; SMTPC_RETRY (a reused
+ * connection that failed before the server took it) leaves them untouched.
+ */
+static enum smtpc_status
+transact(struct dest *d, struct smtpc *c)
+{
+	struct attempt *a = d->a;
+	struct smtpc_rcpt *rc = calloc(d->n, sizeof(*rc));
+	size_t *map = calloc(d->n, sizeof(*map)), k;
 	struct smtpc_msg m;
+	enum smtpc_status st;
 
 	if (rc == NULL || map == NULL || (k = still_pending(d, rc, map)) == 0) {
 		free(rc);
 		free(map);
-		return;
+		return SMTPC_OK;
 	}
 	memset(&m, 0, sizeof(m));
 	m.sender = a->it.sender;
@@ -222,42 +241,102 @@ transact(struct dest *d, int fd, const char *host)
 	m.sign = d->dkim ? dkims_sign_cb : NULL;
 	m.sign_ctx = d->dkim;
 	d->why[0] = '\0';
-	(void)smtpc_deliver(fd, &o, &m, d->why, sizeof(d->why));
-	apply_replies(d, rc, map, k);
+	st = smtpc_send(c, &m, d->why, sizeof(d->why));
+	if (st != SMTPC_RETRY)
+		apply_replies(d, rc, map, k);
 	free(rc);
 	free(map);
+	return st;
 }
 
-/* Every address of one host until nothing is pending; 1 when done. */
+/*
+ * The connection kept from an earlier transaction, when it goes to this
+ * host: 1 when a transaction ran on it (*used: its address), 0 when there
+ * is none or it failed before the server took the transaction (then it is
+ * closed and the recipients wait for a new connection, as if it never was).
+ */
+static int
+try_kept(struct dest *d, const char *host, unsigned port, struct relay_conn *used)
+{
+	struct relay *r = d->a->r;
+	struct relay_conn *k = conncache_take(r, host, port);
+	char note[400];
+
+	if (k == NULL)
+		return 0;
+	snprintf(note, sizeof(note), "%s, transaction %u on this connection", k->where,
+	    smtpc_transactions(k->smtp) + 1);
+	attempt_log(d->a, "<connection reused>", note);
+	smtpc_set_log(k->smtp, smtpc_logger, d->a);
+	if (transact(d, k->smtp) == SMTPC_RETRY) {
+		attempt_log(d->a, "<connection reused>", "failed before the transaction began; "
+		    "trying a new connection");
+		conncache_drop(r);
+		return 0;
+	}
+	*used = *k;
+	conncache_keep(r, k->smtp, k->fd, host, port, (struct sockaddr *)&k->addr, k->addrlen);
+	return 1;
+}
+
+static int
+same_address(const struct addrinfo *ai, const struct relay_conn *used)
+{
+	return ai->ai_addrlen == used->addrlen && memcmp(ai->ai_addr, &used->addr,
+	    used->addrlen) == 0;
+}
+
+/* One address: a new connection and a transaction; kept for the next item if it can be. */
+static void
+try_address(struct dest *d, const struct addrinfo *ai, const char *host, unsigned port)
+{
+	char why[256];
+	struct smtpc *c;
+	int fd;
+
+	if ((fd = connect_to(ai, d->a->r->cfg->relay_timeout, why, sizeof(why))) < 0) {
+		snprintf(d->why, sizeof(d->why), "4.4.1 %s: %s", host, why);
+		attempt_log(d->a, "", d->why);
+		return;
+	}
+	if ((c = new_client(d, fd, host)) == NULL) {
+		close(fd);
+		return;
+	}
+	(void)transact(d, c);
+	conncache_keep(d->a->r, c, fd, host, port, ai->ai_addr, ai->ai_addrlen);
+}
+
+/* The kept connection, then every address of one host until nothing is pending; 1 when done. */
 static int
 try_host(struct dest *d, const char *host, unsigned port)
 {
 	struct addrinfo hints = { 0 }, *res = NULL, *ai;
+	struct relay_conn used = { 0 };
 	char portstr[8];
-	int tried = 0, gai;
+	int tried, gai;
 
+	snprintf(d->mta, sizeof(d->mta), "%s", host);
+	tried = try_kept(d, host, port, &used);
+	if (tried && still_pending(d, NULL, NULL) == 0)
+		return 1;
+	if (tried)
+		(void)attempt_flush_log(d->a);     /* on to the next: what went wrong so far */
 	hints.ai_socktype = SOCK_STREAM;
 	snprintf(portstr, sizeof(portstr), "%u", port);
-	snprintf(d->mta, sizeof(d->mta), "%s", host);
 	if ((gai = getaddrinfo(host, portstr, &hints, &res)) != 0) {
 		snprintf(d->why, sizeof(d->why), "4.4.4 cannot resolve %s: %s", host, gai_strerror(gai));
 		attempt_log(d->a, "", d->why);
 		return 0;
 	}
-	for (ai = res; ai != NULL && tried < ADDRS_PER_HOST; ai = ai->ai_next, tried++) {
-		char why[256];
-		int fd;
-
-		if ((fd = connect_to(ai, d->a->r->cfg->relay_timeout, why, sizeof(why))) < 0) {
-			snprintf(d->why, sizeof(d->why), "4.4.1 %s: %s", host, why);
-			attempt_log(d->a, "", d->why);
+	for (ai = res; ai != NULL && tried < ADDRS_PER_HOST; ai = ai->ai_next) {
+		if (used.addrlen != 0 && same_address(ai, &used))
 			continue;
-		}
-		transact(d, fd, host);
-		close(fd);
-		(void)attempt_flush_log(d->a);
+		tried++;
+		try_address(d, ai, host, port);
 		if (still_pending(d, NULL, NULL) == 0)
 			break;
+		(void)attempt_flush_log(d->a);
 	}
 	freeaddrinfo(res);
 	return still_pending(d, NULL, NULL) == 0;

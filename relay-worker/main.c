@@ -1,14 +1,14 @@
 /*
  * main.c - bin/relay-worker [-c FILE] [--once | --loop SECONDS]: drains the
- * outbound queue. --once delivers what is due and exits (a systemd timer or
- * path unit starts it); --loop N keeps going, waking every N seconds and as
- * soon as a session touches the trigger file, and tells systemd it is ready.
+ * outbound queue with up to relay_concurrency worker processes (pool.c).
+ * --once delivers what is due and exits (a systemd timer or path unit
+ * starts it); --loop N keeps going, waking every N seconds and as soon as a
+ * session touches the trigger file, and tells systemd it is ready.
  */
 #include "relay.h"
 
 #include <errno.h>
 #include <limits.h>
-#include <openssl/ssl.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
@@ -23,13 +23,6 @@
 #include "log.h"
 
 #define EXIT_TEMP 75
-
-static void
-on_signal(int sig)
-{
-	(void)sig;
-	relay_stopping = 1;
-}
 
 struct options {
 	const char *config;
@@ -115,41 +108,42 @@ wait_for_work(int ifd, unsigned seconds)
 			;
 }
 
+/* --once: one pass, and wait for its children. */
 static int
-run(struct relay *r, const struct options *o)
+run_once(struct relay_pool *p)
 {
-	int ifd = -1, failed = 0;
+	int rc = pool_pass(p);
 
-	if (!o->loop)
-		return relay_drain(r) < 0 ? EXIT_TEMP : 0;
-	ifd = watch_trigger(r->cfg->relay_trigger);
+	pool_reap(p, 1);
+	return rc < 0 || p->failed ? EXIT_TEMP : 0;
+}
+
+/* --loop: a pass at every wake (children still busy keep their slots). */
+static int
+run_loop(struct relay_pool *p, const struct options *o)
+{
+	int ifd = watch_trigger(p->cfg->relay_trigger), failed = 0;
+
 	sd_notify(0, "READY=1\nSTATUS=waiting for queued mail");
 	while (!relay_stopping) {
-		int n = relay_drain(r);
-		if (n < 0 && !failed)
+		int bad;
+
+		pool_reap(p, 0);
+		bad = pool_pass(p) < 0 || p->failed;
+		p->failed = 0;
+		if (bad && !failed)
 			sd_notify(0, "STATUS=database unavailable; retrying");
-		else if (n >= 0 && failed)
+		else if (!bad && failed)
 			sd_notify(0, "STATUS=waiting for queued mail");
-		failed = n < 0;
+		failed = bad;
 		if (!relay_stopping)
 			wait_for_work(ifd, o->seconds);
 	}
 	sd_notify(0, "STOPPING=1");
+	pool_reap(p, 1);
 	if (ifd >= 0)
 		close(ifd);
 	return 0;
-}
-
-static void
-handle_signals(void)
-{
-	struct sigaction sa;
-
-	memset(&sa, 0, sizeof(sa));
-	sa.sa_handler = on_signal;
-	sigaction(SIGTERM, &sa, NULL);
-	sigaction(SIGINT, &sa, NULL);
-	signal(SIGPIPE, SIG_IGN);
 }
 
 int
@@ -157,8 +151,8 @@ main(int argc, char **argv)
 {
 	struct options o;
 	struct mc_config cfg;
-	struct relay r;
-	char err[512], host[64];
+	struct relay_pool p;
+	char err[512];
 	int rc;
 
 	if (parse_args(argc, argv, &o) != 0)
@@ -174,19 +168,10 @@ main(int argc, char **argv)
 		mc_config_free(&cfg);
 		return 1;
 	}
-	handle_signals();
-	memset(&r, 0, sizeof(r));
-	r.cfg = &cfg;
-	if ((r.st = mc_store_new(&cfg)) == NULL)
-		return 1;
-	srandom((unsigned)time(NULL) ^ (unsigned)getpid());
-	if (mc_random_hex(host, 4) != 0)
-		snprintf(host, sizeof(host), "x");
-	snprintf(r.owner, sizeof(r.owner), "%s:%ld:%s", cfg.hostname, (long)getpid(), host);
-	rc = run(&r, &o);
-	mc_store_free(r.st);
-	if (r.tls_ctx != NULL)
-		SSL_CTX_free(r.tls_ctx);
+	pool_signals();
+	memset(&p, 0, sizeof(p));
+	p.cfg = &cfg;
+	rc = o.loop ? run_loop(&p, &o) : run_once(&p);
 	mc_config_free(&cfg);
 	return rc;
 }

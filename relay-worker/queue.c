@@ -1,18 +1,21 @@
 /*
- * queue.c - the worker's loop over due queue items: claim one (atomically,
- * with a lease), deliver its pending recipients domain by domain, decide
- * what happens next (done, failed, or a retry after the configured wait),
- * tell the sender about failures and long delays, and give up the claim.
+ * queue.c - a worker process's loop over due queue items: claim one
+ * (atomically, with a lease), deliver its pending recipients domain by
+ * domain, decide what happens next (done, failed, or a retry after the
+ * configured wait), tell the sender about failures and long delays, and
+ * give up the claim.
  */
 #include "relay.h"
 
 #include <ctype.h>
 #include <errno.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
+
+#include <openssl/ssl.h>
 
 #include "log.h"
 
@@ -115,7 +118,63 @@ count_state(const struct mc_item *it, const char *state)
 	return n;
 }
 
-/* After the deliveries: expiry, notifications, and the item's next state. */
+/* The bodies of delivered items go in batches: one reference check for many. */
+static void
+release_bodies(struct relay *r)
+{
+	if (r->nbodies == 0)
+		return;
+	if (mc_store_bodies_release(r->st, (const char (*)[MC_ID_LEN + 1])r->bodies,
+	    r->nbodies) != MC_STORE_OK)
+		mc_log(MC_LOG_WARNING, "message bodies of delivered items not released (db gc "
+		    "will): %s", mc_store_error(r->st));
+	r->nbodies = 0;
+}
+
+static void
+release_body(struct relay *r, const char *body)
+{
+	if (body[0] == '\0')
+		return;
+	snprintf(r->bodies[r->nbodies++], sizeof(r->bodies[0]), "%s", body);
+	if (r->nbodies == RELAY_BATCH)
+		release_bodies(r);
+}
+
+/* A delay warning is due: mail waiting long, none sent yet. */
+static int
+warning_due(const struct attempt *a, time_t now)
+{
+	const struct mc_config *cfg = a->r->cfg;
+
+	return count_state(&a->it, "pending") > 0 && !a->it.warned && cfg->delay_warning > 0 &&
+	    now - a->it.created >= (time_t)cfg->delay_warning;
+}
+
+/* Pending recipients this attempt did not get to (the worker is stopping). */
+static int
+untried(const struct attempt *a)
+{
+	for (size_t i = 0; i < a->it.nrcpts; i++)
+		if (!a->touched[i] && strcmp(a->it.rcpts[i].state, "pending") == 0)
+			return 1;
+	return 0;
+}
+
+static int
+any_newly_failed(const struct attempt *a)
+{
+	for (size_t i = 0; i < a->it.nrcpts; i++)
+		if (a->newly_failed[i])
+			return 1;
+	return 0;
+}
+
+/*
+ * After the deliveries: expiry, notifications, and the item's next state.
+ * The log goes to the store with the outcome, in the same write, unless a
+ * notification (which shows the whole log) is sent first.
+ */
 static int
 conclude(struct attempt *a)
 {
@@ -123,14 +182,17 @@ conclude(struct attempt *a)
 	time_t now = time(NULL), deadline = a->it.created + (time_t)cfg->queue_lifetime;
 	time_t next = now + (time_t)retry_wait(cfg, a->it.attempts);
 	const char *state;
+	int warn;
 
 	if (count_state(&a->it, "pending") > 0 && (now >= deadline || next > deadline + 60))
 		expire(a);
-	if (attempt_flush_log(a) != 0)   /* the notifications show the whole log */
+	if (relay_stopping && untried(a))
+		next = now;     /* stopped before trying them all: due again at once */
+	warn = warning_due(a, now);
+	if ((any_newly_failed(a) || warn) && attempt_flush_log(a) != 0)
 		return -1;
 	bounce_failed(a);
-	if (count_state(&a->it, "pending") > 0 && !a->it.warned && cfg->delay_warning > 0 &&
-	    now - a->it.created >= (time_t)cfg->delay_warning) {
+	if (warn) {
 		bounce_delayed(a, deadline);
 		a->it.warned = 1;
 	}
@@ -138,78 +200,17 @@ conclude(struct attempt *a)
 		state = "queued";
 	else
 		state = count_state(&a->it, "failed") > 0 ? "failed" : "done";
-	if (attempt_flush_log(a) != 0)
-		return -1;
 	mc_log(MC_LOG_INFO, "queue %s: %s (%zu delivered, %zu failed, %zu pending)%s", a->it.id,
 	    state, count_state(&a->it, "delivered"), count_state(&a->it, "failed"),
 	    count_state(&a->it, "pending"), strcmp(state, "queued") ? "" : ", will retry");
-	return mc_store_item_finish(a->r->st, &a->it, a->r->owner, state,
-	    strcmp(state, "queued") == 0 ? next : now) == MC_STORE_OK ? 0 : -1;
-}
-
-/*
- * Keeps the claim alive while the item is delivered: a server may take
- * longer than the lease to answer (relay_timeout can exceed claim_lease), and
- * another worker must not take over an item that is still being worked on.
- * The thread has its own store connection (a client is not shared).
- */
-struct heartbeat {
-	pthread_t thread;
-	pthread_mutex_t lock;
-	pthread_cond_t wake;
-	int stop;
-	const struct mc_config *cfg;
-	char id[MC_ID_LEN + 1];
-	const char *owner;
-};
-
-static void *
-beat(void *arg)
-{
-	struct heartbeat *h = arg;
-	struct mc_store *st = mc_store_new(h->cfg);
-	unsigned every = h->cfg->claim_lease / 3 ? h->cfg->claim_lease / 3 : 1;
-
-	pthread_mutex_lock(&h->lock);
-	while (!h->stop && st != NULL) {
-		struct timespec until;
-		clock_gettime(CLOCK_REALTIME, &until);
-		until.tv_sec += (time_t)every;
-		if (pthread_cond_timedwait(&h->wake, &h->lock, &until) != ETIMEDOUT || h->stop)
-			continue;
-		pthread_mutex_unlock(&h->lock);
-		if (mc_store_item_renew(st, h->id, h->owner, h->cfg->claim_lease) != MC_STORE_OK)
-			mc_log(MC_LOG_WARNING, "queue %s: claim not renewed: %s", h->id,
-			    mc_store_error(st));
-		pthread_mutex_lock(&h->lock);
-	}
-	pthread_mutex_unlock(&h->lock);
-	mc_store_free(st);
-	return NULL;
-}
-
-static int
-heartbeat_start(struct heartbeat *h, struct relay *r, const char *id)
-{
-	memset(h, 0, sizeof(*h));
-	h->cfg = r->cfg;
-	h->owner = r->owner;
-	snprintf(h->id, sizeof(h->id), "%s", id);
-	pthread_mutex_init(&h->lock, NULL);
-	pthread_cond_init(&h->wake, NULL);
-	return pthread_create(&h->thread, NULL, beat, h) == 0 ? 0 : -1;
-}
-
-static void
-heartbeat_stop(struct heartbeat *h)
-{
-	pthread_mutex_lock(&h->lock);
-	h->stop = 1;
-	pthread_cond_signal(&h->wake);
-	pthread_mutex_unlock(&h->lock);
-	pthread_join(h->thread, NULL);
-	pthread_cond_destroy(&h->wake);
-	pthread_mutex_destroy(&h->lock);
+	if (mc_store_item_finish(a->r->st, &a->it, a->r->owner, state,
+	    strcmp(state, "queued") == 0 ? next : now, a->log + a->logged,
+	    a->nlog - a->logged) != MC_STORE_OK)
+		return -1;
+	a->logged = a->nlog;
+	if (strcmp(state, "done") == 0)
+		release_body(a->r, a->it.body);
+	return 0;
 }
 
 /* Delivers one claimed item; -1 when the store failed (the lease will expire). */
@@ -230,11 +231,9 @@ process(struct relay *r, const char *id)
 	a->newly_failed = calloc(a->it.nrcpts, sizeof(int));
 	a->touched = calloc(a->it.nrcpts, sizeof(int));
 	if (a->newly_failed != NULL && a->touched != NULL) {
-		struct heartbeat h;
-		int beating = heartbeat_start(&h, r, id) == 0;
+		heartbeat_watch(r->hb, id);
 		deliver_all(a);
-		if (beating)
-			heartbeat_stop(&h);
+		heartbeat_watch(r->hb, NULL);
 		rc = conclude(a);
 	}
 	if (rc != 0)
@@ -251,8 +250,7 @@ relay_drain(struct relay *r)
 
 	while (!relay_stopping) {
 		struct mc_outbound_info o;
-		enum mc_store_status s = mc_store_outbound_claim(r->st, r->owner,
-		    r->cfg->claim_lease, &o);
+		enum mc_store_status s = batch_claim(r, &o);
 
 		if (s == MC_STORE_NOTFOUND)
 			break;
@@ -266,4 +264,42 @@ relay_drain(struct relay *r)
 		handled++;
 	}
 	return handled;
+}
+
+/* This process's name in claims: host, pid and a random part. */
+static void
+set_owner(struct relay *r)
+{
+	char rnd[64];
+
+	if (mc_random_hex(rnd, 4) != 0)
+		snprintf(rnd, sizeof(rnd), "x");
+	snprintf(r->owner, sizeof(r->owner), "%s:%ld:%s", r->cfg->hostname, (long)getpid(), rnd);
+}
+
+int
+relay_child(const struct mc_config *cfg, unsigned slot, unsigned nslots,
+    char (*ids)[MC_ID_LEN + 1], const unsigned *slots, size_t n)
+{
+	struct relay r;
+	int handled = -1;
+
+	memset(&r, 0, sizeof(r));
+	r.cfg = cfg;
+	r.slot = slot;
+	r.nslots = nslots;
+	srandom((unsigned)time(NULL) ^ (unsigned)getpid());
+	set_owner(&r);
+	if ((r.st = mc_store_new(cfg)) != NULL && batch_init(&r, ids, slots, n) == 0) {
+		r.hb = heartbeat_start(cfg, r.owner);
+		handled = relay_drain(&r);
+		release_bodies(&r);
+		conncache_drop(&r);
+		heartbeat_stop(r.hb);
+	}
+	batch_free(&r);
+	mc_store_free(r.st);
+	if (r.tls_ctx != NULL)
+		SSL_CTX_free(r.tls_ctx);
+	return handled < 0 ? 75 : 0;
 }

@@ -1,8 +1,9 @@
 /*
- * smtpc.c - the adaptive ESMTP client (RFC 5321) for one transaction over a
- * connected socket: greeting, EHLO/HELO, STARTTLS, MAIL/RCPT (pipelined when
- * offered), the content by BDAT or DATA, a result per recipient, QUIT. Every
- * server reply is bounded and checked; every command is logged.
+ * smtpc.c - the adaptive ESMTP client (RFC 5321) over a connected socket:
+ * greeting, EHLO/HELO, STARTTLS, then transactions (RSET before each one on
+ * a reused connection), each MAIL/RCPT (pipelined when offered), the content
+ * by BDAT or DATA and a result per recipient; QUIT at the end. Every server
+ * reply is bounded and checked; every command is logged.
  */
 #include "smtpc.h"
 
@@ -49,14 +50,25 @@ struct reply {
 };
 
 struct smtpc {
+	/* the connection */
 	struct mc_io *io;
-	const struct smtpc_opts *o;
-	struct smtpc_msg *m;
-	unsigned char *rstate;      /* enum rstate per recipient */
+	const struct smtpc_opts *o; /* &opts */
+	struct smtpc_opts opts;     /* the caller's, names copied */
+	char *helo_name, *server_name;
 	int dead;                   /* no more commands on this connection */
+	int broken;                 /* no more transactions (the session failed, or 421) */
+	int greeted;                /* greeting, EHLO and STARTTLS are done */
 	int quitting;               /* QUIT's failures do not change why */
+	unsigned ntx;               /* transactions begun on it */
 	unsigned ext;               /* EXT_* the server offers */
 	uint64_t size_max;          /* its SIZE, 0 = none */
+	SSL_CTX *own_ctx;
+	unsigned char *buf;         /* CHUNK + 1 octets of content */
+	/* the transaction */
+	struct smtpc_msg *m;
+	unsigned char *rstate;      /* enum rstate per recipient */
+	int reused;                 /* on a connection that carried one before */
+	int mail_answered;          /* the server has answered MAIL (421 does not count) */
 	struct reply r;             /* the last reply */
 	struct reply saved;         /* a failure reply kept while draining others */
 	const struct msgsrc *src;   /* what is sent: m->src or conv */
@@ -65,8 +77,6 @@ struct smtpc {
 	uint64_t size;              /* of src */
 	const char *body;           /* " BODY=8BITMIME", " BODY=BINARYMIME" or "" */
 	int bdat;
-	SSL_CTX *own_ctx;
-	unsigned char *buf;         /* CHUNK + 1 octets of content */
 	char why[WHY_MAX];
 };
 
@@ -263,8 +273,6 @@ conn_failed(struct smtpc *c)
 	return SMTPC_TEMP;
 }
 
-static void quit(struct smtpc *c);
-
 /*
  * We stop here with a reason of our own: text starts with an enhanced code;
  * code 0 (no answer, TEMP) gives the recipients why with its detail.
@@ -277,7 +285,6 @@ give_up(struct smtpc *c, enum smtpc_status st, int code, const char *text, const
 	set_why(c, "%s%s%s", text, detail ? ": " : "", detail ? detail : "");
 	enh_of(text, enh, sizeof(enh));
 	finish_rest(c, code, enh, code != 0 ? text : c->why);
-	quit(c);
 	return st;
 }
 
@@ -299,8 +306,32 @@ refused(struct smtpc *c, const struct reply *r, const char *what)
 	st = r->code >= 500 ? SMTPC_PERM : SMTPC_TEMP;
 	set_why(c, "%d %s (%s)", r->code, r->text, what);
 	finish_rest(c, r->code, r->enh, r->text);
-	quit(c);        /* r may be c->r: not used after this */
 	return st;
+}
+
+/*
+ * A reused connection failed before the server took the transaction (no
+ * reply to RSET or MAIL, or 421): nothing happened; the caller tries again
+ * on a new connection. The recipients get code 0 and why.
+ */
+static enum smtpc_status
+stale(struct smtpc *c)
+{
+	char enh[16];
+
+	c->broken = 1;
+	enh_of(c->why, enh, sizeof(enh));
+	finish_rest(c, 0, enh, c->why);
+	return SMTPC_RETRY;
+}
+
+/* The connection failed: stale when reused and MAIL is not answered yet. */
+static enum smtpc_status
+lost_early(struct smtpc *c)
+{
+	if (c->reused && !c->mail_answered)
+		return stale(c);
+	return conn_failed(c);
 }
 
 /* ---- replies ---- */
@@ -409,6 +440,8 @@ read_reply(struct smtpc *c, const char *what, int ehlo)
 		if (ehlo && n > 0 && len > 4)
 			ehlo_keyword(c, line + 4, len - 4);
 	}
+	if (r->code == 421)
+		c->broken = 1;      /* the server is closing the connection */
 	return 0;
 }
 
@@ -703,6 +736,8 @@ item_reply(struct smtpc *c, size_t item, int *mail_ok)
 	log_entry(c, cmd, c->r.raw);
 	if (rc != 0)
 		return -1;
+	if (item == 0 && c->r.code != 421)
+		c->mail_answered = 1;
 	if (item == 0 && c->r.code / 100 != 2) {
 		*mail_ok = 0;
 		c->saved = c->r;
@@ -752,10 +787,18 @@ envelope(struct smtpc *c)
 			    "5.1.7 the sender address cannot be sent (too long or control characters)",
 			    NULL);
 		if (rc < 0)
-			return conn_failed(c);
-		for (size_t i = 0; i < n; i++)
+			return lost_early(c);
+		for (size_t i = 0; i < n; i++) {
 			if (item_reply(c, items[i], &mail_ok) != 0)
-				return conn_failed(c);
+				return lost_early(c);
+			if (c->broken && mail_ok)       /* 421 to a RCPT: the server is leaving */
+				return refused(c, &c->r, "reply to RCPT");
+		}
+	}
+	if (!mail_ok && c->reused && c->saved.code == 421) {
+		set_why(c, "4.4.2 reused connection closed by the server: %d %s", c->saved.code,
+		    c->saved.text);
+		return stale(c);
 	}
 	if (!mail_ok)
 		return refused(c, &c->saved, "reply to MAIL");
@@ -791,7 +834,6 @@ content_reply(struct smtpc *c, const struct reply *r, const char *what, int may_
 	if (cls != 2)
 		return refused(c, r, what);
 	set_why(c, "%d %s (%s)", r->code, r->text, what);
-	quit(c);
 	return SMTPC_OK;
 }
 
@@ -1017,19 +1059,43 @@ content(struct smtpc *c)
 	return st;
 }
 
-/* ---- the transaction ---- */
+/* ---- the session and its transactions ---- */
 
+/* Greeting, EHLO/HELO, STARTTLS: once per connection. */
 static enum smtpc_status
-run(struct smtpc *c)
+open_session(struct smtpc *c)
 {
 	enum smtpc_status st;
 
-	if ((st = greeting(c)) != SMTPC_OK || (st = hello(c)) != SMTPC_OK ||
-	    (st = prepare(c)) != SMTPC_OK || (st = envelope(c)) != SMTPC_OK)
+	if ((st = greeting(c)) != SMTPC_OK || (st = hello(c)) != SMTPC_OK) {
+		c->broken = 1;
+		return st;
+	}
+	c->greeted = 1;
+	return SMTPC_OK;
+}
+
+/* RSET before a transaction on a reused connection; stale unless 2xx. */
+static enum smtpc_status
+reset(struct smtpc *c)
+{
+	if (command(c, "RSET", "RSET", 0) != 0)
+		return stale(c);
+	if (c->r.code / 100 == 2)
+		return SMTPC_OK;
+	set_why(c, "4.4.2 reused connection: RSET answered %d %s", c->r.code, c->r.text);
+	return stale(c);
+}
+
+static enum smtpc_status
+transaction(struct smtpc *c)
+{
+	enum smtpc_status st = c->greeted ? reset(c) : open_session(c);
+
+	if (st != SMTPC_OK || (st = prepare(c)) != SMTPC_OK || (st = envelope(c)) != SMTPC_OK)
 		return st;
 	if (accepted(c) == 0) {
 		set_why(c, "no recipient was accepted");
-		quit(c);
 		return SMTPC_OK;
 	}
 	return content(c);
@@ -1043,19 +1109,19 @@ idle_ms(const struct smtpc_opts *o)
 	return s > INT_MAX / 1000 ? INT_MAX : (int)s * 1000;
 }
 
+/* What one transaction leaves behind: its source, its conversion, its states. */
 static void
-cleanup(struct smtpc *c)
+transaction_end(struct smtpc *c)
 {
 	if (c->src_open && c->src->close != NULL)
 		c->src->close(c->src->ctx);
 	if (c->conv_made)
 		convert_7bit_free(&c->conv);
-	mc_io_free(c->io);
-	if (c->own_ctx != NULL)
-		SSL_CTX_free(c->own_ctx);
-	free(c->buf);
+	c->src_open = c->conv_made = 0;
+	c->src = NULL;
 	free(c->rstate);
-	free(c);
+	c->rstate = NULL;
+	c->m = NULL;
 }
 
 /* Before there is a connection to speak of: everyone gets code 0 and text. */
@@ -1071,12 +1137,54 @@ early_failure(struct smtpc_msg *msg, const char *text, char *why, size_t whylen)
 	return SMTPC_TEMP;
 }
 
-enum smtpc_status
-smtpc_deliver(int fd, const struct smtpc_opts *opts, struct smtpc_msg *msg,
-    char *why, size_t whylen)
+struct smtpc *
+smtpc_new(int fd, const struct smtpc_opts *opts)
 {
-	char text[WHY_MAX], dummy[1];
 	struct smtpc *c = calloc(1, sizeof(*c));
+
+	if (c == NULL)
+		return NULL;
+	c->opts = *opts;
+	c->o = &c->opts;
+	if (opts->helo_name != NULL && (c->helo_name = strdup(opts->helo_name)) == NULL)
+		goto fail;
+	if (opts->server_name != NULL && (c->server_name = strdup(opts->server_name)) == NULL)
+		goto fail;
+	c->opts.helo_name = c->helo_name;
+	c->opts.server_name = c->server_name;
+	if ((c->buf = malloc(CHUNK + 1)) == NULL)
+		goto fail;
+	if ((c->io = mc_io_new(fd, fd, idle_ms(opts))) == NULL)
+		goto fail;
+	return c;
+fail:
+	smtpc_free(c);
+	return NULL;
+}
+
+void
+smtpc_set_log(struct smtpc *c, void (*log)(void *, const char *, const char *), void *ctx)
+{
+	c->opts.log = log;
+	c->opts.log_ctx = ctx;
+}
+
+int
+smtpc_reusable(const struct smtpc *c)
+{
+	return c->greeted && !c->dead && !c->broken;
+}
+
+unsigned
+smtpc_transactions(const struct smtpc *c)
+{
+	return c->ntx;
+}
+
+enum smtpc_status
+smtpc_send(struct smtpc *c, struct smtpc_msg *msg, char *why, size_t whylen)
+{
+	char dummy[1];
 	enum smtpc_status st;
 
 	if (why == NULL || whylen == 0) {
@@ -1085,27 +1193,56 @@ smtpc_deliver(int fd, const struct smtpc_opts *opts, struct smtpc_msg *msg,
 	}
 	for (size_t i = 0; i < msg->nrcpts; i++)
 		rcpt_set(&msg->rcpts[i], 0, "", "");
-	if (c != NULL) {
-		c->rstate = calloc(msg->nrcpts ? msg->nrcpts : 1, 1);
-		c->buf = malloc(CHUNK + 1);
-	}
-	if (c == NULL || c->rstate == NULL || c->buf == NULL) {
-		if (c != NULL) {
-			free(c->rstate);
-			free(c->buf);
-			free(c);
-		}
+	if (c->dead || c->broken)
+		return early_failure(msg, "4.4.2 the connection is no longer usable", why, whylen);
+	if ((c->rstate = calloc(msg->nrcpts ? msg->nrcpts : 1, 1)) == NULL)
 		return early_failure(msg, "4.3.0 out of memory", why, whylen);
-	}
-	c->o = opts;
 	c->m = msg;
-	if ((c->io = mc_io_new(fd, fd, idle_ms(opts))) == NULL) {
+	c->reused = c->ntx > 0;
+	c->mail_answered = 0;
+	c->why[0] = '\0';
+	c->ntx++;
+	st = transaction(c);
+	snprintf(why, whylen, "%s", c->why);
+	transaction_end(c);
+	return st;
+}
+
+void
+smtpc_free(struct smtpc *c)
+{
+	if (c == NULL)
+		return;
+	if (c->io != NULL)
+		quit(c);
+	mc_io_free(c->io);
+	if (c->own_ctx != NULL)
+		SSL_CTX_free(c->own_ctx);
+	free(c->helo_name);
+	free(c->server_name);
+	free(c->buf);
+	free(c);
+}
+
+enum smtpc_status
+smtpc_deliver(int fd, const struct smtpc_opts *opts, struct smtpc_msg *msg,
+    char *why, size_t whylen)
+{
+	char text[WHY_MAX], dummy[1];
+	struct smtpc *c;
+	enum smtpc_status st;
+
+	if (why == NULL || whylen == 0) {
+		why = dummy;
+		whylen = sizeof(dummy);
+	}
+	if ((c = smtpc_new(fd, opts)) == NULL) {
 		snprintf(text, sizeof(text), "4.4.0 cannot use the connection: %s", strerror(errno));
-		cleanup(c);
+		for (size_t i = 0; i < msg->nrcpts; i++)
+			rcpt_set(&msg->rcpts[i], 0, "", "");
 		return early_failure(msg, text, why, whylen);
 	}
-	st = run(c);
-	snprintf(why, whylen, "%s", c->why);
-	cleanup(c);
+	st = smtpc_send(c, msg, why, whylen);
+	smtpc_free(c);
 	return st;
 }

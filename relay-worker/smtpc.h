@@ -1,8 +1,9 @@
 /*
- * smtpc.h - the ESMTP client for one connection and one transaction: it
+ * smtpc.h - the ESMTP client for one connection and its transactions: it
  * adapts to what the server offers (EHLO or HELO, STARTTLS, PIPELINING,
  * CHUNKING/BDAT or DATA, 8BITMIME, BINARYMIME, SMTPUTF8, SIZE) and reports
- * a result per recipient, logging every command and reply.
+ * a result per recipient, logging every command and reply. A connection may
+ * carry several transactions (RSET between them).
  */
 #ifndef RELAY_SMTPC_H
 #define RELAY_SMTPC_H
@@ -75,6 +76,9 @@ enum smtpc_status {
 	                      reply for all): try the next host */
 	SMTPC_PERM,        /* 5xx before RCPT (greeting, EHLO/HELO, MAIL) or a 5xx content reply
 	                      for all, or a capability the message needs is missing: codes set */
+	SMTPC_RETRY,       /* smtpc_send on a reused connection only: it failed before the
+	                      server took the transaction (no reply to RSET or MAIL, or 421
+	                      to either); nothing happened, try again on a new connection */
 };
 
 /*
@@ -104,6 +108,26 @@ enum smtpc_status smtpc_deliver(int fd, const struct smtpc_opts *opts, struct sm
  *   queued message", SMTPC_TEMP. DATA content is dot-stuffed, a bare CR or
  *   LF goes out as CRLF, and a missing final CRLF is added.
  */
+
+/*
+ * The same over a connection kept for several transactions. smtpc_new makes
+ * no I/O (NULL when out of memory); the first smtpc_send reads the greeting
+ * and says EHLO (and STARTTLS), later ones send RSET first. Each
+ * smtpc_send is smtpc_deliver's transaction without the QUIT: its status,
+ * why and recipients mean the same, plus SMTPC_RETRY on a reused connection.
+ * smtpc_reusable: the session is up and may carry another transaction.
+ * smtpc_set_log: where the next commands and replies are logged (opts->log
+ * at first). smtpc_free sends QUIT (if the connection is alive) and frees;
+ * fd is the caller's to close.
+ */
+struct smtpc;
+struct smtpc *smtpc_new(int fd, const struct smtpc_opts *opts);
+enum smtpc_status smtpc_send(struct smtpc *c, struct smtpc_msg *msg, char *why, size_t whylen);
+int smtpc_reusable(const struct smtpc *c);
+unsigned smtpc_transactions(const struct smtpc *c);   /* smtpc_send calls so far */
+void smtpc_set_log(struct smtpc *c, void (*log)(void *ctx, const char *command,
+    const char *reply), void *ctx);
+void smtpc_free(struct smtpc *c);
 
 /* Start of `why` when the TLS handshake after STARTTLS failed (SMTPC_TEMP). */
 #define SMTPC_WHY_TLS_FAILED "4.7.5 TLS handshake failed"

@@ -43,7 +43,8 @@ returns the new queue item's id), env.inject() (port 25, for forwarding
 aliases), env.worker() (bin/relay-worker --once inside the namespace) and
 env.worker_proc() (in the background), env.peer()/sink()/mailcell_peer(),
 env.item()/state()/rcpt()/queue_list()/show() (the queue, through pymongo
-and `mailcell queue`), env.backdate() (for lifetimes whose configured
+and `mailcell queue`; item() and items() include delivered items, which the
+worker moves to outbound_done), env.backdate() (for lifetimes whose configured
 minimum is long), env.mailbox()/dsns() (a local mailbox, head + GridFS
 body), env.dkim_publish() (`mailcell dkim keygen` and its record served by
 the DNS server). DSN parses a notification with Python's email package.
@@ -1214,7 +1215,10 @@ class RelayEnv:
         return p
 
     def queue_ids(self):
-        return {str(d["_id"]) for d in self.db.outbound.find({}, {"_id": 1})}
+        """Ids of the queue items, delivered ones (outbound_done) included: a
+        worker running alongside may deliver a new item at once."""
+        return {str(d["_id"]) for c in (self.db.outbound, self.db.outbound_done)
+                for d in c.find({}, {"_id": 1})}
 
     def submit(self, rcpts, msg=None, sender=ALICE, password=ALICE_PW, params="", bdat=False,
                conf=None, user=None):
@@ -1331,11 +1335,14 @@ class RelayEnv:
     # --- the queue ---
 
     def item(self, qid):
+        """The queue item, or once delivered its record in outbound_done."""
         from bson import ObjectId
-        return self.db.outbound.find_one({"_id": ObjectId(qid)})
+        return (self.db.outbound.find_one({"_id": ObjectId(qid)}) or
+                self.db.outbound_done.find_one({"_id": ObjectId(qid)}))
 
     def items(self):
-        return list(self.db.outbound.find({}))
+        """Every queue item, delivered ones (outbound_done) included."""
+        return list(self.db.outbound.find({})) + list(self.db.outbound_done.find({}))
 
     def state(self, qid):
         return self.item(qid)["state"]

@@ -2,7 +2,8 @@
  * test_smtpc.c - the ESMTP client (relay-worker/smtpc.c) against a scripted
  * server: a child process over a socketpair plays each step (expect a
  * command, send a reply, take DATA/BDAT content, TLS) and reports a mismatch
- * through its exit status. A self-signed certificate serves STARTTLS.
+ * through its exit status. A self-signed certificate serves STARTTLS. Also
+ * several transactions on one connection (RSET, and retries when it went stale).
  */
 #include <errno.h>
 #include <poll.h>
@@ -1000,6 +1001,209 @@ test_connection_dropped_after_rcpt(void **state)
 	assert_non_null(strstr(r.log, "RCPT TO:<c@example.net> => (no reply: connection lost)\n"));
 }
 
+/* ---- one connection, several transactions (smtpc_new, smtpc_send, smtpc_free) ---- */
+
+/* Runs n transactions of r over one connection against the script; st[i] each status. */
+static void
+run_reused(struct run *r, const struct step *steps, int n, enum smtpc_status *st,
+    int *reusable)
+{
+	int sv[2], status = 0;
+	struct smtpc *c;
+	pid_t pid;
+
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		close(sv[0]);
+		peer_run(sv[1], steps);
+	}
+	close(sv[1]);
+	assert_non_null(c = smtpc_new(sv[0], &r->o));
+	for (int i = 0; i < n; i++) {
+		st[i] = smtpc_send(c, &r->m, r->why, sizeof(r->why));
+		reusable[i] = smtpc_reusable(c);
+	}
+	assert_int_equal(smtpc_transactions(c), (unsigned)n);
+	smtpc_free(c);
+	close(sv[0]);
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_false(r->mem.open);
+	if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+		fail_msg("peer failed (status %#x, step %d); why: %s\nlog:\n%s", status,
+		    WIFEXITED(status) ? WEXITSTATUS(status) - 10 : -1, r->why, r->log);
+}
+
+#define ONE_TXN(reply) \
+	EXPECT("MAIL FROM:<a@example.org>"), SEND("250 2.1.0 ok\r\n"), \
+	EXPECT("RCPT TO:<b@example.net>"), SEND("250 2.1.5 ok\r\n"), \
+	EXPECT("RCPT TO:<c@example.net>"), SEND("250 2.1.5 ok\r\n"), \
+	EXPECT("DATA"), SEND("354 go ahead\r\n"), DATA("Subject: r\r\n\r\nhi\r\n.\r\n"), \
+	SEND(reply)
+
+static void
+test_reuse_rset_between(void **state)
+{
+	static const char msg[] = "Subject: r\r\n\r\nhi\r\n";
+	const struct step steps[] = {
+		GREET,
+		EXPECT("EHLO client.example"),
+		SEND("250 mx.example\r\n"),
+		ONE_TXN("250 2.0.0 first\r\n"),
+		EXPECT("RSET"),
+		SEND("250 2.0.0 reset\r\n"),
+		ONE_TXN("250 2.0.0 second\r\n"),
+		QUIT_OK,
+		END,
+	};
+	enum smtpc_status st[2];
+	int reusable[2];
+	struct run r;
+
+	(void)state;
+	run_init(&r, LIT(msg));
+	run_reused(&r, steps, 2, st, reusable);
+	assert_int_equal(st[0], SMTPC_OK);
+	assert_int_equal(st[1], SMTPC_OK);
+	assert_true(reusable[0] && reusable[1]);
+	expect_rcpt(&r.rc[0], 250, "2.0.0", "second");
+	expect_rcpt(&r.rc[1], 250, "2.0.0", "second");
+	/* one greeting and EHLO; the second transaction starts at RSET; one QUIT */
+	assert_non_null(strstr(r.log, "<message: 18 octets via DATA> => 250 2.0.0 first\n"
+	    "RSET => 250 2.0.0 reset\nMAIL FROM:<a@example.org> => 250 2.1.0 ok\n"));
+	assert_null(strstr(strstr(r.log, "RSET"), "EHLO"));
+	assert_non_null(strstr(r.log, "second\nQUIT => 221 2.0.0 bye\n"));
+}
+
+/* The server hung up while the connection waited: nothing happened, try a new one. */
+static void
+test_reuse_dropped_is_retry(void **state)
+{
+	static const char msg[] = "Subject: r\r\n\r\nhi\r\n";
+	const struct step steps[] = {
+		GREET,
+		EXPECT("EHLO client.example"),
+		SEND("250 mx.example\r\n"),
+		ONE_TXN("250 2.0.0 first\r\n"),
+		EXPECT("RSET"),
+		CLOSE,
+	};
+	enum smtpc_status st[2];
+	int reusable[2];
+	struct run r;
+
+	(void)state;
+	run_init(&r, LIT(msg));
+	run_reused(&r, steps, 2, st, reusable);
+	assert_int_equal(st[0], SMTPC_OK);
+	assert_int_equal(st[1], SMTPC_RETRY);
+	assert_false(reusable[1]);
+	expect_why(&r, "connection lost after RSET");
+	assert_int_equal(r.rc[0].code, 0);
+	assert_int_equal(r.rc[1].code, 0);
+	assert_null(strstr(r.log, "QUIT"));
+}
+
+/* 421 to MAIL on a reused connection (pipelined): a retry too, and no RCPT result. */
+static void
+test_reuse_421_to_mail_is_retry(void **state)
+{
+	static const char msg[] = "Subject: r\r\n\r\nhi\r\n";
+	const struct step steps[] = {
+		GREET,
+		EXPECT("EHLO client.example"),
+		SEND("250-mx.example\r\n250 PIPELINING\r\n"),
+		EXPECT("MAIL FROM:<a@example.org>"),
+		EXPECT("RCPT TO:<b@example.net>"),
+		EXPECT("RCPT TO:<c@example.net>"),
+		SEND("250 ok\r\n250 ok\r\n550 5.1.1 no such user\r\n"),
+		EXPECT("DATA"),
+		SEND("354 go ahead\r\n"),
+		DATA("Subject: r\r\n\r\nhi\r\n.\r\n"),
+		SEND("250 2.0.0 first\r\n"),
+		EXPECT("RSET"),
+		SEND("250 2.0.0 reset\r\n"),
+		EXPECT("MAIL FROM:<a@example.org>"),
+		EXPECT("RCPT TO:<b@example.net>"),
+		EXPECT("RCPT TO:<c@example.net>"),
+		SEND("421 4.3.2 shutting down\r\n"),
+		CLOSE,
+	};
+	enum smtpc_status st[2];
+	int reusable[2];
+	struct run r;
+
+	(void)state;
+	run_init(&r, LIT(msg));
+	run_reused(&r, steps, 2, st, reusable);
+	assert_int_equal(st[0], SMTPC_OK);
+	assert_true(reusable[0]);
+	assert_int_equal(st[1], SMTPC_RETRY);
+	assert_false(reusable[1]);
+	assert_int_equal(r.rc[0].code, 0);
+	assert_int_equal(r.rc[1].code, 0);
+}
+
+/* On a new connection the same failure is an ordinary one (TEMP), not a retry. */
+static void
+test_first_transaction_drop_is_temp(void **state)
+{
+	static const char msg[] = "Subject: r\r\n\r\nhi\r\n";
+	const struct step steps[] = {
+		GREET,
+		EXPECT("EHLO client.example"),
+		SEND("250 mx.example\r\n"),
+		EXPECT("MAIL FROM:<a@example.org>"),
+		CLOSE,
+	};
+	enum smtpc_status st[1];
+	int reusable[1];
+	struct run r;
+
+	(void)state;
+	run_init(&r, LIT(msg));
+	run_reused(&r, steps, 1, st, reusable);
+	assert_int_equal(st[0], SMTPC_TEMP);
+	assert_false(reusable[0]);
+	expect_rcpt(&r.rc[0], 0, "4.4.2", "connection lost after MAIL");
+}
+
+/* A refused transaction leaves the session usable; a 421 ends it. */
+static void
+test_refusal_keeps_session_421_ends_it(void **state)
+{
+	static const char msg[] = "Subject: r\r\n\r\nhi\r\n";
+	const struct step steps[] = {
+		GREET,
+		EXPECT("EHLO client.example"),
+		SEND("250 mx.example\r\n"),
+		EXPECT("MAIL FROM:<a@example.org>"),
+		SEND("550 5.7.1 not you\r\n"),
+		EXPECT("RSET"),
+		SEND("250 ok\r\n"),
+		EXPECT("MAIL FROM:<a@example.org>"),
+		SEND("250 ok\r\n"),
+		EXPECT("RCPT TO:<b@example.net>"),
+		SEND("421 4.7.0 too many errors\r\n"),
+		EXPECT("QUIT"),
+		CLOSE,
+	};
+	enum smtpc_status st[2];
+	int reusable[2];
+	struct run r;
+
+	(void)state;
+	run_init(&r, LIT(msg));
+	run_reused(&r, steps, 2, st, reusable);
+	assert_int_equal(st[0], SMTPC_PERM);
+	assert_true(reusable[0]);
+	assert_int_equal(st[1], SMTPC_TEMP);    /* MAIL was taken: an ordinary failure */
+	assert_false(reusable[1]);
+	expect_rcpt(&r.rc[0], 421, "4.7.0", "too many errors");
+	expect_rcpt(&r.rc[1], 421, "4.7.0", "too many errors");   /* not asked: the server left */
+}
+
 static void
 malformed_case(const char *greeting, size_t len, const char *detail)
 {
@@ -1470,6 +1674,11 @@ main(void)
 		cmocka_unit_test(test_starttls_refused_goes_on),
 		cmocka_unit_test(test_tls_required_not_offered),
 		cmocka_unit_test(test_tls_verify_fails),
+		cmocka_unit_test(test_reuse_rset_between),
+		cmocka_unit_test(test_reuse_dropped_is_retry),
+		cmocka_unit_test(test_reuse_421_to_mail_is_retry),
+		cmocka_unit_test(test_first_transaction_drop_is_temp),
+		cmocka_unit_test(test_refusal_keeps_session_421_ends_it),
 	};
 
 	return cmocka_run_group_tests(tests, group_setup, group_teardown);
