@@ -23,7 +23,8 @@ static enum mc_store_status
 lock_read(struct mc_store *st, mongoc_collection_t *c, const char *name, struct lock_doc *l)
 {
 	bson_t *f = BCON_NEW("_id", BCON_UTF8(name));
-	mongoc_cursor_t *cur = mongoc_collection_find_with_opts(c, f, NULL, NULL);
+	bson_t *opts = BCON_NEW("limit", BCON_INT64(1));
+	mongoc_cursor_t *cur = mongoc_collection_find_with_opts(c, f, opts, NULL);
 	const bson_t *doc;
 	bson_iter_t it;
 	bson_error_t e;
@@ -39,6 +40,7 @@ lock_read(struct mc_store *st, mongoc_collection_t *c, const char *name, struct 
 		s = mc_store_fail(st, &e, "reading lock");
 	}
 	mongoc_cursor_destroy(cur);
+	bson_destroy(opts);
 	bson_destroy(f);
 	return s;
 }
@@ -283,7 +285,7 @@ find_in(struct mc_store *st, const char *coll, const char *id, bson_t **doc)
 	mongoc_collection_t *c;
 	mongoc_cursor_t *cur;
 	const bson_t *d;
-	bson_t *f;
+	bson_t *f, *opts;
 	bson_oid_t oid;
 	bson_error_t e;
 	enum mc_store_status s;
@@ -294,7 +296,8 @@ find_in(struct mc_store *st, const char *coll, const char *id, bson_t **doc)
 	if ((c = mc_store_coll(st, coll)) == NULL)
 		return MC_STORE_TEMP;
 	f = BCON_NEW("_id", BCON_OID(&oid));
-	cur = mongoc_collection_find_with_opts(c, f, NULL, NULL);
+	opts = BCON_NEW("limit", BCON_INT64(1));   /* a primary-key read on the dev database too */
+	cur = mongoc_collection_find_with_opts(c, f, opts, NULL);
 	if (mongoc_cursor_next(cur, &d))
 		*doc = bson_copy(d);
 	else if (mongoc_cursor_error(cur, &e))
@@ -302,6 +305,7 @@ find_in(struct mc_store *st, const char *coll, const char *id, bson_t **doc)
 	else
 		s = mc_store_seterr(st, MC_STORE_NOTFOUND, "%s: no such queue item", id);
 	mongoc_cursor_destroy(cur);
+	bson_destroy(opts);
 	bson_destroy(f);
 	mongoc_collection_destroy(c);
 	return s;

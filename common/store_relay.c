@@ -96,7 +96,7 @@ body_length(struct mc_store *st, const char *body_id)
 	mongoc_collection_t *c;
 	mongoc_cursor_t *cur;
 	const bson_t *doc;
-	bson_t *f;
+	bson_t *f, *opts;
 	bson_oid_t oid;
 	bson_iter_t it;
 	uint64_t len = 0;
@@ -105,7 +105,9 @@ body_length(struct mc_store *st, const char *body_id)
 	    (c = mc_store_coll(st, "bodies.files")) == NULL)
 		return 0;
 	f = BCON_NEW("_id", BCON_OID(&oid));
-	cur = mongoc_collection_find_with_opts(c, f, NULL, NULL);
+	opts = BCON_NEW("limit", BCON_INT64(1));
+	cur = mongoc_collection_find_with_opts(c, f, opts, NULL);
+	bson_destroy(opts);
 	if (mongoc_cursor_next(cur, &doc) && bson_iter_init_find(&it, doc, "length"))
 		len = (uint64_t)bson_iter_as_int64(&it);
 	mongoc_cursor_destroy(cur);
@@ -119,6 +121,7 @@ static enum mc_store_status
 find_by_id(struct mc_store *st, const char *coll, const bson_oid_t *oid, const bson_t *opts,
     bson_t **doc)
 {
+	bson_t o = BSON_INITIALIZER;
 	mongoc_collection_t *c;
 	mongoc_cursor_t *cur;
 	const bson_t *d;
@@ -130,7 +133,11 @@ find_by_id(struct mc_store *st, const char *coll, const bson_oid_t *oid, const b
 	if ((c = mc_store_coll(st, coll)) == NULL)
 		return MC_STORE_TEMP;
 	f = BCON_NEW("_id", BCON_OID(oid));
-	cur = mongoc_collection_find_with_opts(c, f, opts, NULL);
+	/* limit 1: the dev database then reads the primary key, not every document. */
+	if (opts != NULL)
+		bson_concat(&o, opts);
+	BSON_APPEND_INT64(&o, "limit", 1);
+	cur = mongoc_collection_find_with_opts(c, f, &o, NULL);
 	if (mongoc_cursor_next(cur, &d))
 		*doc = bson_copy(d);
 	else if (mongoc_cursor_error(cur, &e))
@@ -138,6 +145,7 @@ find_by_id(struct mc_store *st, const char *coll, const bson_oid_t *oid, const b
 	else
 		s = MC_STORE_NOTFOUND;
 	mongoc_cursor_destroy(cur);
+	bson_destroy(&o);
 	bson_destroy(f);
 	mongoc_collection_destroy(c);
 	return s;
