@@ -7,21 +7,16 @@
 
 #include <string.h>
 
-/* Remove one body the GC found: the files document (if any), then its chunks. */
+/* Remove the chunks of a body that never got its files document. */
 static enum mc_store_status
 remove_chunks(struct mc_store *st, const bson_oid_t *id)
 {
 	mongoc_collection_t *c = mc_store_coll(st, "bodies.chunks");
-	bson_t *f;
-	bson_error_t e;
-	enum mc_store_status s = MC_STORE_OK;
+	enum mc_store_status s;
 
 	if (c == NULL)
 		return MC_STORE_TEMP;
-	f = BCON_NEW("files_id", BCON_OID(id));
-	if (!mongoc_collection_delete_many(c, f, NULL, NULL, &e))
-		s = mc_store_fail(st, &e, "deleting body chunks");
-	bson_destroy(f);
+	s = mc_store_chunks_delete(st, c, id);
 	mongoc_collection_destroy(c);
 	return s;
 }

@@ -46,6 +46,10 @@ int64_t mc_store_now_ms(void);
 /* 1 if any mailbox entry or queue item still refers to body, 0 if none, -1 error. */
 int mc_store_body_referenced(struct mc_store *st, const bson_oid_t *body);
 
+/* Deletes every chunk of body id from the chunks collection, by files_id. */
+enum mc_store_status mc_store_chunks_delete(struct mc_store *st, mongoc_collection_t *chunks,
+    const bson_oid_t *id);
+
 /* Deletes a body unless a mailbox entry or queue item still refers to it. */
 enum mc_store_status mc_store_body_release(struct mc_store *st, const bson_oid_t *body);
 

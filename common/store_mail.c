@@ -270,9 +270,9 @@ chunk_count(const struct body_meta *m)
 	return (uint32_t)((m->length + m->chunk_size - 1) / m->chunk_size);
 }
 
-/* Delete the chunks of a body the old way (written by GridFS tools). */
-static enum mc_store_status
-delete_chunks_by_file(struct mc_store *st, mongoc_collection_t *chunks, const bson_oid_t *id)
+/* Every chunk of a body, by files_id (bodies written by GridFS tools, GC). */
+enum mc_store_status
+mc_store_chunks_delete(struct mc_store *st, mongoc_collection_t *chunks, const bson_oid_t *id)
 {
 	bson_t *f = BCON_NEW("files_id", BCON_OID(id));
 	bson_error_t e;
@@ -310,7 +310,7 @@ mc_store_body_delete(struct mc_store *st, const char *body_id)
 	if (s != MC_STORE_OK || (chunks = mc_store_coll(st, "bodies.chunks")) == NULL)
 		return s != MC_STORE_OK ? s : MC_STORE_TEMP;
 	s = m.keyed ? delete_keyed_chunks(st, chunks, &id, chunk_count(&m))
-	    : delete_chunks_by_file(st, chunks, &id);
+	    : mc_store_chunks_delete(st, chunks, &id);
 	mongoc_collection_destroy(chunks);
 	return s;
 }
