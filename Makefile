@@ -39,9 +39,20 @@ ALL_LDFLAGS := $(LDFLAGS) $(SANFLAGS) -Wl,--as-needed
 
 # The store (common/store*.c) is linked into the operator tool, the relay
 # worker and the tests, and built as a module for the session programs.
-STORE_SRC  := $(wildcard common/store*.c)
+STORE_SRC  := $(filter-out common/store_lite.c,$(wildcard common/store*.c))
 STORE_OBJ  := $(STORE_SRC:%.c=$(BUILD)/%.o)
 LIBSTORE   := $(BUILD)/libmcstore.a
+# store-lite.so: the same store code on Debian's mongo-c-driver source built
+# static without TLS, SASL, ICU and compression (scripts/build-mongoc-lite.sh),
+# which sessions load when the mongodb_uri needs none of them: a fraction of
+# libmongoc's load cost. LITE=0 builds without it (sessions use store.so).
+LITE       ?= 1
+MONGOC_LITE := build/mongoc-lite
+LITE_ARCHIVES := $(MONGOC_LITE)/lib/libmongoc-static-1.0.a $(MONGOC_LITE)/lib/libbson-static-1.0.a
+LITE_CFLAGS := -DMONGOC_STATIC -DBSON_STATIC -I$(MONGOC_LITE)/include/libmongoc-1.0 \
+	-I$(MONGOC_LITE)/include/libbson-1.0
+STORE_LITE_SRC := $(filter-out common/store_module.c,$(STORE_SRC)) common/store_lite.c
+STORE_LITE_OBJ := $(STORE_LITE_SRC:%.c=$(BUILD)/lite/%.o)
 COMMON_SRC := $(filter-out $(STORE_SRC) common/lazy_store.c common/lazy_tls.c,$(wildcard common/*.c))
 COMMON_OBJ := $(COMMON_SRC:%.c=$(BUILD)/%.o)
 LIBCOMMON  := $(BUILD)/libmailcell.a
@@ -80,6 +91,9 @@ BINDIR := bin
 endif
 MODDIR   := $(BINDIR)/../lib/mailcell
 MODULES  := $(MODDIR)/store.so $(MODDIR)/inbound.so $(MODDIR)/tls.so
+ifneq ($(LITE),0)
+MODULES  += $(MODDIR)/store-lite.so
+endif
 PROGRAMS := $(BINDIR)/mailcell $(BINDIR)/smtp-session $(BINDIR)/pop3-session \
 	$(BINDIR)/relay-worker $(MODULES)
 
@@ -110,6 +124,22 @@ $(LIBSTORE): $(STORE_OBJ)
 $(MODDIR)/store.so: $(STORE_OBJ)
 	@mkdir -p $(@D)
 	$(CC) -shared $(ALL_LDFLAGS) -Wl,-Bsymbolic -o $@ $(STORE_OBJ) $(MONGO_LIBS)
+
+# Rebuilt when Debian's libmongoc changes (its dpkg file list is rewritten).
+$(LITE_ARCHIVES) &: scripts/build-mongoc-lite.sh $(wildcard /var/lib/dpkg/info/libmongoc-1.0-0*.list)
+	scripts/build-mongoc-lite.sh $(MONGOC_LITE)
+	@touch $(LITE_ARCHIVES)
+
+# Compiled against the lite build's headers only, not Debian's.
+$(BUILD)/lite/%.o: %.c $(wildcard common/*.h) $(LITE_ARCHIVES)
+	@mkdir -p $(@D)
+	$(CC) -std=c11 -D_GNU_SOURCE -fPIC $(WARN) $(CFLAGS) $(SANFLAGS) -Icommon $(LITE_CFLAGS) -c -o $@ $<
+
+# --exclude-libs: libmongoc's and libbson's symbols stay private to the module.
+$(MODDIR)/store-lite.so: $(STORE_LITE_OBJ) $(LITE_ARCHIVES)
+	@mkdir -p $(@D)
+	$(CC) -shared $(ALL_LDFLAGS) -Wl,-Bsymbolic -Wl,--exclude-libs,ALL -Wl,-z,relro,-z,now \
+	    -o $@ $(STORE_LITE_OBJ) $(LITE_ARCHIVES)
 
 $(MODDIR)/inbound.so: $(INBOUND_OBJ)
 	@mkdir -p $(@D)
@@ -174,7 +204,7 @@ clean:
 # `make install` needs the C programs only: not the Go dev database, not a
 # database. PREFIX (default /usr/local) and DESTDIR (staging) as usual:
 #   $(PREFIX)/bin                  mailcell smtp-session pop3-session relay-worker
-#   $(PREFIX)/lib/mailcell         store.so inbound.so tls.so (found from ../lib/mailcell
+#   $(PREFIX)/lib/mailcell         store.so store-lite.so inbound.so tls.so (found from ../lib/mailcell
 #                                  of the programs), mailcell-inetd (inetd wrapper)
 #   $(PREFIX)/share/mailcell       templates/, mailcell.conf.example, and inetd.conf,
 #                                  xinetd.d/, tcpserver/, s6/, cron.d/ as examples
@@ -202,6 +232,7 @@ install: $(PROGRAMS)
 	install -m 0755 $(BINDIR)/mailcell $(BINDIR)/smtp-session $(BINDIR)/pop3-session \
 	    $(BINDIR)/relay-worker $(DESTDIR)$(PREFIX)/bin/
 	install -m 0644 $(MODULES) $(DESTDIR)$(PREFIX)/lib/mailcell/
+	$(if $(filter 0,$(LITE)),rm -f $(DESTDIR)$(PREFIX)/lib/mailcell/store-lite.so)
 	$(MC_SUBST) units/mailcell-inetd >$(DESTDIR)$(PREFIX)/lib/mailcell/mailcell-inetd
 	chmod 0755 $(DESTDIR)$(PREFIX)/lib/mailcell/mailcell-inetd
 	install -m 0644 templates/* $(DESTDIR)$(PREFIX)/share/mailcell/templates/

@@ -1,8 +1,8 @@
 /*
  * lazy_store.c - the store API for session programs, loading the real store
- * (store.so, with libmongoc) only at the first call that needs the database:
- * a session that ends after EHLO/QUIT never pays for libmongoc's load and its
- * constructor. Each function here forwards to the same name in the module.
+ * only at the first call that needs the database: store-lite.so when the
+ * mongodb_uri needs no TLS, login or compression, else store.so (Debian's
+ * libmongoc). Each function here forwards to the same name in the module.
  */
 #include "store.h"
 #include "store_auth.h"
@@ -22,11 +22,36 @@ struct mc_store {
 
 static void *module;
 
+/*
+ * The module for this mongodb_uri: store-lite.so if it is there and says it
+ * serves the URI (about a twentieth of store.so's load: no OpenSSL, ICU,
+ * Cyrus SASL, libstdc++), else store.so. NULL with err set.
+ */
+static void *
+load_module(const struct mc_config *cfg, char *err, size_t errlen)
+{
+	char ignored[256];
+	void *lite;
+	int (*fits)(const char *);
+
+	if ((lite = mc_module_load("store-lite", ignored, sizeof(ignored))) != NULL) {
+		fits = (int (*)(const char *))mc_module_sym(lite, "mc_store_lite_fits",
+		    ignored, sizeof(ignored));
+		if (fits != NULL && fits(cfg->mongodb_uri) == 1)
+			return lite;
+		mc_module_unload("store-lite");
+	}
+	return mc_module_load("store", err, errlen);
+}
+
+/* A symbol of the loaded store module (real_store() has loaded it). */
 static void *
 sym(const char *name, char *err, size_t errlen)
 {
-	if (module == NULL && (module = mc_module_load("store", err, errlen)) == NULL)
+	if (module == NULL) {
+		snprintf(err, errlen, "the store module is not loaded");
 		return NULL;
+	}
 	return mc_module_sym(module, name, err, errlen);
 }
 
@@ -38,6 +63,8 @@ real_store(struct mc_store *st)
 
 	if (st->real != NULL)
 		return st->real;
+	if (module == NULL && (module = load_module(st->cfg, st->err, sizeof(st->err))) == NULL)
+		return NULL;
 	if ((make = (struct mc_store *(*)(const struct mc_config *))sym("mc_store_new", st->err,
 	    sizeof(st->err))) == NULL)
 		return NULL;

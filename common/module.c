@@ -64,6 +64,22 @@ mc_module_load(const char *name, char *err, size_t errlen)
 	return h;
 }
 
+void
+mc_module_unload(const char *name)
+{
+	size_t i;
+
+	for (i = 0; i < MODULES_MAX && loaded[i].handle != NULL; i++)
+		if (strcmp(loaded[i].name, name) == 0)
+			break;
+	if (i == MODULES_MAX || loaded[i].handle == NULL)
+		return;
+	dlclose(loaded[i].handle);
+	for (; i + 1 < MODULES_MAX; i++)
+		loaded[i] = loaded[i + 1];
+	memset(&loaded[MODULES_MAX - 1], 0, sizeof(loaded[0]));
+}
+
 void *
 mc_module_sym(void *handle, const char *symbol, char *err, size_t errlen)
 {

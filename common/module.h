@@ -15,6 +15,9 @@
  */
 void *mc_module_load(const char *name, char *err, size_t errlen);
 
+/* Unloads NAME.so if it is loaded (dlclose): for a module found unfit for use. */
+void mc_module_unload(const char *name);
+
 /* The address of symbol in a loaded module, or NULL with one line in err. */
 void *mc_module_sym(void *handle, const char *symbol, char *err, size_t errlen);
 

@@ -5,7 +5,7 @@
 # Tests run with Debian's /usr/bin/python3, which sees these packages.
 set -eu
 
-PACKAGES="pkg-config gcc make clang libssl-dev openssl libmongoc-dev libbson-dev
+PACKAGES="pkg-config gcc make cmake dpkg-dev clang libssl-dev openssl libmongoc-dev libbson-dev
 libspf2-dev libopendkim-dev libopendmarc-dev libsystemd-dev libcrypt-dev
 libcmocka-dev python3 python3-pytest python3-pymongo python3-gridfs swaks systemd curl strace fetchmail mpop publicsuffix valgrind ca-certificates
 python3-dkim dnsmasq-base iproute2 ucspi-tcp openbsd-inetd s6 postfix dovecot-core dovecot-pop3d libclang-rt-14-dev"

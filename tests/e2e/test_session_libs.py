@@ -282,3 +282,93 @@ def test_pop3_login_without_libcrypt_is_a_temporary_failure(pop3env, tmp_path):
     assert lines[2] == "-ERR [SYS/TEMP] authentication unavailable, try again later", lines
     assert lines[3].startswith("-ERR"), lines               # STAT: still not logged in
     assert b"password hashing unavailable:" in r.stderr, r.stderr
+
+
+# ---- which store module a session loads ----
+# store-lite.so is the store on a libmongoc built without TLS, logins and
+# compression (scripts/build-mongoc-lite.sh); a URI that needs one of them,
+# or a module directory without it, gets store.so and Debian's libmongoc.
+
+DEBIAN_MONGOC = ("libmongoc-1.0", "libssl", "libcrypto", "libsasl2", "libicuuc", "store.so")
+
+
+def smtp_transaction(s, subject):
+    s.ehlo()
+    s.cmd("MAIL FROM:<bob@example.net>").check(250)
+    s.cmd("RCPT TO:<%s>" % ALICE).check(250)
+    assert s.cmd("DATA").code == 354
+    s.send(message(subject) + b".\r\n")
+    s.reply().check(250)
+
+
+def test_store_lite_links_libc_only():
+    libs = needed(MODDIR / "store-lite.so")
+    assert not [l for l in libs if re.match(r"lib(mongoc|bson|ssl|crypto|sasl2|icu)", l)], libs
+    if not SANITIZED:
+        assert libs == ["libc.so.6"], libs
+
+
+def test_plain_uri_uses_store_lite(smtpenv):
+    s = smtpenv.sock_session()
+    smtp_transaction(s, "lite")
+    assert_loaded(s.pid, "store-lite.so")
+    assert_not_loaded(s.pid, *DEBIAN_MONGOC)
+    s.cmd("QUIT").check(221)
+    (doc,) = smtpenv.messages(ALICE)
+    assert b"Subject: lite" in smtpenv.body(doc)
+
+
+def test_pop3_plain_uri_uses_store_lite(pop3env):
+    pop3env.deliver(ALICE, message("for pop3"))
+    p = Pop3Sock(pop3env.conf)
+    try:
+        assert p.line().startswith("+OK ")
+        assert p.cmd("USER " + ALICE).startswith("+OK")
+        assert p.cmd("PASS " + ALICE_PW).startswith("+OK alice@example.org has 1 message")
+        assert_loaded(p.pid, "store-lite.so")
+        assert_not_loaded(p.pid, *DEBIAN_MONGOC)
+        assert p.cmd("QUIT").startswith("+OK")
+    finally:
+        p.close()
+
+
+def test_uri_with_compression_uses_debian_libmongoc(smtpenv):
+    """The lite libmongoc has no compressors: such a URI gets store.so, and works."""
+    conf = smtpenv.write_conf(mongodb_uri=smtpenv.uri.rstrip("/") + "/?compressors=zlib")
+    s = smtpenv.sock_session(conf=conf)
+    smtp_transaction(s, "full")
+    assert_loaded(s.pid, "store.so", "libmongoc-1.0")
+    assert_not_loaded(s.pid, "store-lite.so")
+    s.cmd("QUIT").check(221)
+    (doc,) = smtpenv.messages(ALICE)
+    assert b"Subject: full" in smtpenv.body(doc)
+
+
+def test_uri_with_a_login_uses_debian_libmongoc(smtpenv):
+    """SCRAM needs OpenSSL: a URI with credentials gets store.so (the dev
+    database refuses the login, which is a temporary failure, never a 250)."""
+    port = smtpenv.uri.rsplit(":", 1)[1].strip("/")
+    conf = smtpenv.write_conf(mongodb_uri="mongodb://someone:secret@127.0.0.1:%s/" % port)
+    s = smtpenv.sock_session(conf=conf)
+    s.ehlo()
+    s.cmd("MAIL FROM:<bob@example.net>").check(250)
+    r = s.cmd("RCPT TO:<%s>" % ALICE)
+    assert_loaded(s.pid, "store.so", "libmongoc-1.0")
+    assert_not_loaded(s.pid, "store-lite.so")
+    r.check(451)
+    s.cmd("QUIT").check(221)
+
+
+def test_without_store_lite_sessions_use_store_so(smtpenv, tmp_path):
+    """A build with LITE=0 (no store-lite.so) still stores mail, through store.so."""
+    d = tmp_path / "modules-nolite"
+    d.mkdir()
+    for so in MODDIR.glob("*.so"):
+        if so.name != "store-lite.so":
+            (d / so.name).symlink_to(so.resolve())
+    out = smtpenv.pipe("EHLO x\r\nMAIL FROM:<bob@example.net>\r\nRCPT TO:<%s>\r\nDATA\r\n"
+                       % ALICE + message("nolite").decode() + ".\r\nQUIT\r\n",
+                       env=dict(os.environ, MAILCELL_LIBDIR=str(d)))
+    assert re.search(rb"^250 2\.0\.0 ", out, re.M), out
+    (doc,) = smtpenv.messages(ALICE)
+    assert b"Subject: nolite" in smtpenv.body(doc)
