@@ -34,7 +34,11 @@ endif
 
 CFLAGS  ?= -O2 -g
 WARN    := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wformat=2
-ALL_CFLAGS  := -std=c11 -D_GNU_SOURCE -fPIC $(WARN) $(CFLAGS) $(SANFLAGS) -Icommon $(PKG_CFLAGS)
+# Programs and modules built from the same headers carry the same checksum;
+# a program refuses a module with another (common/module.h).
+MC_IFACE := $(shell cat $(sort $(wildcard common/*.h)) smtp-session/inbound.h | cksum | cut -d' ' -f1)
+ALL_CFLAGS  := -std=c11 -D_GNU_SOURCE -fPIC $(WARN) $(CFLAGS) $(SANFLAGS) -Icommon $(PKG_CFLAGS) \
+	-DMC_IFACE_ID=$(MC_IFACE)UL
 ALL_LDFLAGS := $(LDFLAGS) $(SANFLAGS) -Wl,--as-needed
 
 # The store (common/store*.c) is linked into the operator tool, the relay
@@ -53,7 +57,10 @@ LITE_CFLAGS := -DMONGOC_STATIC -DBSON_STATIC -I$(MONGOC_LITE)/include/libmongoc-
 	-I$(MONGOC_LITE)/include/libbson-1.0
 STORE_LITE_SRC := $(filter-out common/store_module.c,$(STORE_SRC)) common/store_lite.c
 STORE_LITE_OBJ := $(STORE_LITE_SRC:%.c=$(BUILD)/lite/%.o)
-COMMON_SRC := $(filter-out $(STORE_SRC) common/lazy_store.c common/lazy_tls.c,$(wildcard common/*.c))
+COMMON_SRC := $(filter-out $(STORE_SRC) common/store_lite.c common/lazy_store.c common/lazy_tls.c \
+	common/module_iface.c,$(wildcard common/*.c))
+# In each module: the interface checksum mc_module_load() checks.
+MOD_IFACE  := $(BUILD)/common/module_iface.o
 COMMON_OBJ := $(COMMON_SRC:%.c=$(BUILD)/%.o)
 LIBCOMMON  := $(BUILD)/libmailcell.a
 LAZY_STORE := $(BUILD)/common/lazy_store.o
@@ -121,9 +128,9 @@ $(LIBSTORE): $(STORE_OBJ)
 	ar rcs $@ $^
 
 # -Bsymbolic: the module's own calls stay inside it, never reach the program's forwarders.
-$(MODDIR)/store.so: $(STORE_OBJ)
+$(MODDIR)/store.so: $(STORE_OBJ) $(MOD_IFACE)
 	@mkdir -p $(@D)
-	$(CC) -shared $(ALL_LDFLAGS) -Wl,-Bsymbolic -o $@ $(STORE_OBJ) $(MONGO_LIBS)
+	$(CC) -shared $(ALL_LDFLAGS) -Wl,-Bsymbolic -o $@ $(STORE_OBJ) $(MOD_IFACE) $(MONGO_LIBS)
 
 # Rebuilt when Debian's libmongoc changes (its dpkg file list is rewritten).
 $(LITE_ARCHIVES) &: scripts/build-mongoc-lite.sh $(wildcard /var/lib/dpkg/info/libmongoc-1.0-0*.list)
@@ -133,21 +140,22 @@ $(LITE_ARCHIVES) &: scripts/build-mongoc-lite.sh $(wildcard /var/lib/dpkg/info/l
 # Compiled against the lite build's headers only, not Debian's.
 $(BUILD)/lite/%.o: %.c $(wildcard common/*.h) $(LITE_ARCHIVES)
 	@mkdir -p $(@D)
-	$(CC) -std=c11 -D_GNU_SOURCE -fPIC $(WARN) $(CFLAGS) $(SANFLAGS) -Icommon $(LITE_CFLAGS) -c -o $@ $<
+	$(CC) -std=c11 -D_GNU_SOURCE -fPIC $(WARN) $(CFLAGS) $(SANFLAGS) -Icommon $(LITE_CFLAGS) \
+	    -DMC_IFACE_ID=$(MC_IFACE)UL -c -o $@ $<
 
 # --exclude-libs: libmongoc's and libbson's symbols stay private to the module.
-$(MODDIR)/store-lite.so: $(STORE_LITE_OBJ) $(LITE_ARCHIVES)
+$(MODDIR)/store-lite.so: $(STORE_LITE_OBJ) $(MOD_IFACE) $(LITE_ARCHIVES)
 	@mkdir -p $(@D)
 	$(CC) -shared $(ALL_LDFLAGS) -Wl,-Bsymbolic -Wl,--exclude-libs,ALL -Wl,-z,relro,-z,now \
-	    -o $@ $(STORE_LITE_OBJ) $(LITE_ARCHIVES)
+	    -o $@ $(STORE_LITE_OBJ) $(MOD_IFACE) $(LITE_ARCHIVES)
 
-$(MODDIR)/inbound.so: $(INBOUND_OBJ)
+$(MODDIR)/inbound.so: $(INBOUND_OBJ) $(MOD_IFACE)
 	@mkdir -p $(@D)
-	$(CC) -shared $(ALL_LDFLAGS) -Wl,-Bsymbolic -o $@ $(INBOUND_OBJ) $(AUTH_LIBS)
+	$(CC) -shared $(ALL_LDFLAGS) -Wl,-Bsymbolic -o $@ $(INBOUND_OBJ) $(MOD_IFACE) $(AUTH_LIBS)
 
-$(MODDIR)/tls.so: $(TLS_OBJ)
+$(MODDIR)/tls.so: $(TLS_OBJ) $(MOD_IFACE)
 	@mkdir -p $(@D)
-	$(CC) -shared $(ALL_LDFLAGS) -Wl,-Bsymbolic -o $@ $(TLS_OBJ) $(TLS_LIBS)
+	$(CC) -shared $(ALL_LDFLAGS) -Wl,-Bsymbolic -o $@ $(TLS_OBJ) $(MOD_IFACE) $(TLS_LIBS)
 
 $(BINDIR)/mailcell: $(ADMIN_OBJ) $(LIBSTORE) $(LIBCOMMON)
 	@mkdir -p $(@D)

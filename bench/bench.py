@@ -1576,7 +1576,7 @@ def stage_outbound(lab, budget):
         perf = perf_start(lab, "relay", lab.devdb_pid) if (n == lab.args.relay_batches[-1]
                                                            and shutil.which("perf")) else None
         # wait4: the worker's own CPU time as well
-        capped, ru, deadline = False, None, t0 + lab.args.relay_cap
+        capped, ru, deadline = False, None, t0 + min(lab.args.relay_cap, max(30, budget.left() - 60))
         while ru is None:
             pid, status, usage = os.wait4(w.pid, os.WNOHANG)
             if pid == w.pid:
@@ -2568,7 +2568,8 @@ def main():
     ap.add_argument("--pop3-messages", type=int, default=1000)
     ap.add_argument("--pop3-cap", type=float, default=45, help="seconds per POP3 pass at most")
     ap.add_argument("--intake-cap", type=float, default=170, help="seconds per mailcell intake run at most")
-    ap.add_argument("--relay-cap", type=float, default=60, help="seconds per relay-worker run at most")
+    ap.add_argument("--relay-cap", type=float, default=200,
+                    help="seconds per relay-worker run at most (and what the budget leaves)")
     ap.add_argument("--relay-batches", default="200,2000", help="mailcell relay batch sizes")
     ap.add_argument("--session-seconds", type=float, default=1.5)
     ap.add_argument("--keep", action="store_true", help="keep the work directory")

@@ -44,6 +44,7 @@ void *
 mc_module_load(const char *name, char *err, size_t errlen)
 {
 	char dir[PATH_MAX], path[PATH_MAX + 64];
+	const unsigned long *iface;
 	size_t i;
 	void *h;
 
@@ -57,6 +58,14 @@ mc_module_load(const char *name, char *err, size_t errlen)
 	snprintf(path, sizeof(path), "%s/%s.so", dir, name);
 	if ((h = dlopen(path, RTLD_NOW | RTLD_LOCAL)) == NULL) {
 		snprintf(err, errlen, "module %s: %s", name, dlerror());
+		return NULL;
+	}
+	if ((iface = (const unsigned long *)dlsym(h, "mc_module_iface")) == NULL ||
+	    *iface != (unsigned long)MC_IFACE_ID) {
+		snprintf(err, errlen, "module %s: built from other sources than this program "
+		    "(interface %lx, the program's %lx): was it upgraded while the program ran?",
+		    name, iface ? *iface : 0UL, (unsigned long)MC_IFACE_ID);
+		dlclose(h);
 		return NULL;
 	}
 	snprintf(loaded[i].name, sizeof(loaded[i].name), "%s", name);

@@ -9,9 +9,21 @@
 #include <stddef.h>
 
 /*
+ * A checksum of the headers a program or module was built from (the
+ * Makefile passes it). A module built from other headers, say installed by an
+ * upgrade while an older session runs, is refused, never called with
+ * structures laid out differently.
+ */
+#ifndef MC_IFACE_ID
+#error "MC_IFACE_ID is set by the Makefile (a checksum of the interface headers)"
+#endif
+extern const unsigned long mc_module_iface;
+
+/*
  * Loads NAME.so from $MAILCELL_LIBDIR, else from ../lib/mailcell/ beside
  * the running program (bin/ in the build tree, $(PREFIX)/bin installed).
- * Returns the handle (cached per name), or NULL with one line in err.
+ * Returns the handle (cached per name), or NULL with one line in err (also
+ * when the module's mc_module_iface is not this program's MC_IFACE_ID).
  */
 void *mc_module_load(const char *name, char *err, size_t errlen);
 

@@ -12,7 +12,8 @@ FUZZ_SAN     := -fsanitize=address,undefined -fno-sanitize-recover=undefined -fn
 # Coverage for the code under test (and the fakes it talks to), not for the oracles.
 FUZZ_COV     := -fsanitize=fuzzer-no-link
 FUZZ_CFLAGS   = -std=c11 -D_GNU_SOURCE $(WARN) -O1 -g $(FUZZ_SAN) $(FUZZ_COV) \
-	-Icommon -Ismtp-session -Ipop3-session -Ifuzz $(shell pkg-config --cflags openssl 2>/dev/null)
+	-Icommon -Ismtp-session -Ipop3-session -Ifuzz $(shell pkg-config --cflags openssl 2>/dev/null) \
+	-DMC_IFACE_ID=$(MC_IFACE)UL
 FUZZ_LDFLAGS := -fsanitize=fuzzer $(FUZZ_SAN) -Wl,--wrap=nanosleep
 FUZZ_LIBS    := $(shell pkg-config --libs openssl 2>/dev/null || echo -lssl -lcrypto)
 

@@ -372,3 +372,27 @@ def test_without_store_lite_sessions_use_store_so(smtpenv, tmp_path):
     assert re.search(rb"^250 2\.0\.0 ", out, re.M), out
     (doc,) = smtpenv.messages(ALICE)
     assert b"Subject: nolite" in smtpenv.body(doc)
+
+
+def test_module_from_other_sources_is_refused(smtpenv, tmp_path):
+    """A store module built from other headers (as after an upgrade under a
+    running session) is never called: a temporary failure and a log line."""
+    src = tmp_path / "other.c"
+    src.write_text("const unsigned long mc_module_iface = 1;\n"
+                   "void *mc_store_new(void *cfg) { return cfg; }\n"
+                   "int mc_store_lite_fits(const char *uri) { (void)uri; return 1; }\n")
+    d = tmp_path / "modules-other"
+    d.mkdir()
+    for so in MODDIR.glob("*.so"):
+        if so.name not in ("store.so", "store-lite.so"):
+            (d / so.name).symlink_to(so.resolve())
+    for name in ("store.so", "store-lite.so"):
+        subprocess.run(["cc", "-shared", "-fPIC", "-o", str(d / name), str(src)], check=True)
+    with open(smtpenv.stderr_path, "ab") as err:
+        r = subprocess.run(smtpenv.argv(), input=b"EHLO x\r\nMAIL FROM:<bob@example.net>\r\n"
+                           b"RCPT TO:<%s>\r\nQUIT\r\n" % ALICE.encode(), stdout=subprocess.PIPE,
+                           stderr=err, timeout=30, env=dict(os.environ, MAILCELL_LIBDIR=str(d)))
+    assert re.search(rb"^451 4\.3\.0 ", r.stdout, re.M), r.stdout
+    log = smtpenv.stderr_path.read_text(errors="replace")
+    assert "module store: built from other sources than this program" in log, log[-2000:]
+    assert smtpenv.messages(ALICE) == []
