@@ -352,9 +352,9 @@ mc_store_body_open(struct mc_store *st, const char *body_id, struct mc_body_read
 	return MC_STORE_OK;
 }
 
-/* The next chunk document of a keyed body into r->chunk: 1, 0 at the end, -1 error. */
+/* Keyed chunk r->next into r->chunk: 1, 0 when there is no such chunk, -1 error. */
 static int
-fetch_keyed(struct mc_body_reader *r)
+find_keyed(struct mc_body_reader *r)
 {
 	char key[MC_ID_LEN + 16];
 	bson_t *f, *opts;
@@ -362,10 +362,8 @@ fetch_keyed(struct mc_body_reader *r)
 	const bson_t *doc;
 	bson_error_t e;
 	bson_iter_t it;
-	int rc = -1;
+	int rc = 0;
 
-	if (r->next >= r->nchunks)
-		return 0;
 	chunk_key(&r->id, r->next, key, sizeof(key));
 	f = BCON_NEW("_id", BCON_UTF8(key));
 	opts = BCON_NEW("limit", BCON_INT64(1));
@@ -375,15 +373,33 @@ fetch_keyed(struct mc_body_reader *r)
 			r->chunk = bson_copy(doc);
 			r->next++;
 			rc = 1;
-		} else
+		} else {
 			mc_store_seterr(r->st, MC_STORE_ERROR, "body chunk %s: wrong n", key);
-	} else if (mongoc_cursor_error(cur, &e))
+			rc = -1;
+		}
+	} else if (mongoc_cursor_error(cur, &e)) {
 		mc_store_fail(r->st, &e, "reading body");
-	else
-		mc_store_seterr(r->st, MC_STORE_ERROR, "body chunk %s: missing", key);
+		rc = -1;
+	}
 	mongoc_cursor_destroy(cur);
 	bson_destroy(opts);
 	bson_destroy(f);
+	return rc;
+}
+
+/* The next chunk document of a keyed body into r->chunk: 1, 0 at the end, -1 error. */
+static int
+fetch_keyed(struct mc_body_reader *r)
+{
+	uint32_t n = r->next;
+	int rc;
+
+	if (r->next >= r->nchunks)
+		return 0;
+	if ((rc = find_keyed(r)) == 0) {
+		mc_store_seterr(r->st, MC_STORE_ERROR, "body chunk %u of %u: missing", n, r->nchunks);
+		rc = -1;
+	}
 	return rc;
 }
 
@@ -405,20 +421,13 @@ fetch_sorted(struct mc_body_reader *r)
 	return 0;
 }
 
-/* Move to the next chunk; 0 at the end, 1 with data, -1 on error. */
+/* Point r->data at the bytes of the chunk in r->chunk: 1, or -1 on error. */
 static int
-next_chunk(struct mc_body_reader *r)
+chunk_data(struct mc_body_reader *r)
 {
 	bson_iter_t it;
 	bson_subtype_t sub;
-	int rc;
 
-	if (r->chunk != NULL) {
-		bson_destroy(r->chunk);
-		r->chunk = NULL;
-	}
-	if ((rc = r->keyed ? fetch_keyed(r) : fetch_sorted(r)) <= 0)
-		return rc;
 	if (!bson_iter_init_find(&it, r->chunk, "data") || !BSON_ITER_HOLDS_BINARY(&it)) {
 		mc_store_seterr(r->st, MC_STORE_ERROR, "body chunk without data");
 		return -1;
@@ -427,9 +436,28 @@ next_chunk(struct mc_body_reader *r)
 	return 1;
 }
 
-/* Finds a mailbox entry's body id and header block (caller frees *head). */
+/* Move to the next chunk; 0 at the end, 1 with data, -1 on error. */
+static int
+next_chunk(struct mc_body_reader *r)
+{
+	int rc;
+
+	if (r->chunk != NULL) {
+		bson_destroy(r->chunk);
+		r->chunk = NULL;
+	}
+	if ((rc = r->keyed ? fetch_keyed(r) : fetch_sorted(r)) <= 0)
+		return rc;
+	return chunk_data(r);
+}
+
+/*
+ * Finds a mailbox entry's body id, header block (caller frees *head) and
+ * size (head and body; 0 if the entry has none).
+ */
 static enum mc_store_status
-entry_body(struct mc_store *st, const char *message_id, char *body_id, char **head)
+entry_body(struct mc_store *st, const char *message_id, char *body_id, char **head,
+    uint64_t *size)
 {
 	mongoc_collection_t *c;
 	bson_t *f, *opts;
@@ -441,19 +469,23 @@ entry_body(struct mc_store *st, const char *message_id, char *body_id, char **he
 	enum mc_store_status s;
 
 	*head = NULL;
+	*size = 0;
 	if ((s = mc_store_oid(st, message_id, &id)) != MC_STORE_OK)
 		return s;
 	if ((c = mc_store_coll(st, "messages")) == NULL)
 		return MC_STORE_TEMP;
 	f = BCON_NEW("_id", BCON_OID(&id));
-	opts = BCON_NEW("projection", "{", "body", BCON_INT32(1), "head", BCON_INT32(1), "}",
-	    "limit", BCON_INT64(1));
+	opts = BCON_NEW("projection", "{", "body", BCON_INT32(1), "head", BCON_INT32(1),
+	    "size", BCON_INT32(1), "}", "limit", BCON_INT64(1));
 	cur = mongoc_collection_find_with_opts(c, f, opts, NULL);
 	s = mc_store_seterr(st, MC_STORE_NOTFOUND, "message %s: not found", message_id);
 	if (mongoc_cursor_next(cur, &doc) && bson_iter_init_find(&it, doc, "body") &&
 	    BSON_ITER_HOLDS_OID(&it)) {
 		bson_oid_to_string(bson_iter_oid(&it), body_id);
 		s = MC_STORE_OK;
+		if (bson_iter_init_find(&it, doc, "size") && BSON_ITER_HOLDS_NUMBER(&it) &&
+		    bson_iter_as_int64(&it) > 0)
+			*size = (uint64_t)bson_iter_as_int64(&it);
 		if (bson_iter_init_find(&it, doc, "head") && BSON_ITER_HOLDS_UTF8(&it) &&
 		    (*head = strdup(bson_iter_utf8(&it, NULL))) == NULL)
 			s = mc_store_seterr(st, MC_STORE_TEMP, "out of memory");
@@ -467,16 +499,59 @@ entry_body(struct mc_store *st, const char *message_id, char *body_id, char **he
 	return s;
 }
 
+/*
+ * A body whose length is known (from its mailbox entry), opened by reading
+ * its first chunk by key, without the files document: GridFS chunks all have
+ * the same size but the last, so chunk 0 tells how many there are. 1 with
+ * *out set, 0 when there is no keyed chunk 0 (a body written by GridFS tools,
+ * or an empty one: the caller opens it the usual way), -1 on error.
+ */
+static int
+open_by_first_chunk(struct mc_store *st, const char *body_id, uint64_t length,
+    struct mc_body_reader **out)
+{
+	struct mc_body_reader *r;
+	int rc;
+
+	if ((r = calloc(1, sizeof(*r))) == NULL) {
+		mc_store_seterr(st, MC_STORE_TEMP, "out of memory");
+		return -1;
+	}
+	r->st = st;
+	r->keyed = 1;
+	if (mc_store_oid(st, body_id, &r->id) != MC_STORE_OK ||
+	    (r->chunks = mc_store_coll(st, "bodies.chunks")) == NULL) {
+		free(r);
+		return -1;
+	}
+	if ((rc = find_keyed(r)) == 1 && (rc = chunk_data(r)) == 1) {
+		r->nchunks = r->left == 0 || length <= r->left ? 1
+		    : (uint32_t)((length + r->left - 1) / r->left);
+		*out = r;
+		return 1;
+	}
+	mc_store_body_close(r);
+	return rc;
+}
+
 enum mc_store_status
 mc_store_message_open(struct mc_store *st, const char *message_id, struct mc_body_reader **out)
 {
 	char body_id[MC_ID_LEN + 1], *head;
+	uint64_t size;
+	size_t hlen;
 	enum mc_store_status s;
+	int rc = 0;
 
 	*out = NULL;
-	if ((s = entry_body(st, message_id, body_id, &head)) != MC_STORE_OK)
+	if ((s = entry_body(st, message_id, body_id, &head, &size)) != MC_STORE_OK)
 		return s;
-	if ((s = mc_store_body_open(st, body_id, out)) != MC_STORE_OK) {
+	hlen = head ? strlen(head) : 0;
+	if (size > hlen && (rc = open_by_first_chunk(st, body_id, size - hlen, out)) < 0) {
+		free(head);
+		return MC_STORE_TEMP;
+	}
+	if (rc == 0 && (s = mc_store_body_open(st, body_id, out)) != MC_STORE_OK) {
 		free(head);
 		return s;
 	}
