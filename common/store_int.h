@@ -47,6 +47,13 @@ int64_t mc_store_now_ms(void);
 int mc_store_body_referenced(struct mc_store *st, const bson_oid_t *body);
 
 /* Deletes every chunk of body id from the chunks collection, by files_id. */
+/*
+ * Deletes these bodies (those that exist) with one delete per collection:
+ * the files documents first, then the chunks. No reference check: the
+ * caller knows nothing refers to them.
+ */
+enum mc_store_status mc_store_bodies_delete(struct mc_store *st, const bson_oid_t *ids,
+    size_t n);
 enum mc_store_status mc_store_chunks_delete(struct mc_store *st, mongoc_collection_t *chunks,
     const bson_oid_t *id);
 

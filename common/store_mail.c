@@ -315,6 +315,145 @@ mc_store_body_delete(struct mc_store *st, const char *body_id)
 	return s;
 }
 
+/* The chunks' _ids, or files_ids, gathered for one delete (bounded: flushed when full). */
+struct chunk_ids {
+	bson_t ids;     /* array of values */
+	uint32_t n;
+};
+
+#define CHUNK_IDS_MAX 4096
+
+static enum mc_store_status
+chunk_ids_flush(struct mc_store *st, mongoc_collection_t *chunks, struct chunk_ids *c,
+    const char *field)
+{
+	bson_t f = BSON_INITIALIZER, in;
+	bson_error_t e;
+	enum mc_store_status s = MC_STORE_OK;
+
+	if (c->n > 0) {
+		BSON_APPEND_DOCUMENT_BEGIN(&f, field, &in);
+		BSON_APPEND_ARRAY(&in, "$in", &c->ids);
+		bson_append_document_end(&f, &in);
+		if (!mongoc_collection_delete_many(chunks, &f, NULL, NULL, &e))
+			s = mc_store_fail(st, &e, "deleting body chunks");
+		bson_destroy(&f);
+	}
+	bson_reinit(&c->ids);
+	c->n = 0;
+	return s;
+}
+
+static enum mc_store_status
+chunk_ids_add(struct mc_store *st, mongoc_collection_t *chunks, struct chunk_ids *c,
+    const char *field, const bson_value_t *v)
+{
+	char k[16];
+	const char *kp;
+
+	bson_uint32_to_string(c->n++, &kp, k, sizeof(k));
+	BSON_APPEND_VALUE(&c->ids, kp, v);
+	return c->n < CHUNK_IDS_MAX ? MC_STORE_OK : chunk_ids_flush(st, chunks, c, field);
+}
+
+/* The existing bodies among ids: their files _ids into found (a BSON array). */
+static enum mc_store_status
+bodies_meta(struct mc_store *st, const bson_oid_t *ids, size_t n, struct body_meta *m,
+    int *exists, bson_t *found)
+{
+	char k[16];
+	const char *kp;
+	uint32_t nf = 0;
+	enum mc_store_status s = MC_STORE_OK;
+
+	for (size_t i = 0; s == MC_STORE_OK && i < n; i++) {
+		s = body_meta(st, &ids[i], &m[i]);
+		exists[i] = s == MC_STORE_OK;
+		if (s == MC_STORE_NOTFOUND)
+			s = MC_STORE_OK;
+		if (exists[i]) {
+			bson_uint32_to_string(nf++, &kp, k, sizeof(k));
+			BSON_APPEND_OID(found, kp, &ids[i]);
+		}
+	}
+	return s;
+}
+
+/* Every chunk of the bodies that exist: keyed ones by _id, others by files_id. */
+static enum mc_store_status
+delete_chunks_of(struct mc_store *st, const bson_oid_t *ids, size_t n,
+    const struct body_meta *m, const int *exists)
+{
+	mongoc_collection_t *chunks = mc_store_coll(st, "bodies.chunks");
+	struct chunk_ids keyed = { BSON_INITIALIZER, 0 }, legacy = { BSON_INITIALIZER, 0 };
+	char key[MC_ID_LEN + 16];
+	bson_value_t v;
+	enum mc_store_status s = MC_STORE_OK;
+
+	if (chunks == NULL)
+		return MC_STORE_TEMP;
+	for (size_t i = 0; s == MC_STORE_OK && i < n; i++) {
+		if (!exists[i])
+			continue;
+		if (!m[i].keyed) {
+			v.value_type = BSON_TYPE_OID;
+			bson_oid_copy(&ids[i], &v.value.v_oid);
+			s = chunk_ids_add(st, chunks, &legacy, "files_id", &v);
+			continue;
+		}
+		for (uint32_t c = 0; s == MC_STORE_OK && c < chunk_count(&m[i]); c++) {
+			chunk_key(&ids[i], c, key, sizeof(key));
+			v.value_type = BSON_TYPE_UTF8;
+			v.value.v_utf8.str = key;
+			v.value.v_utf8.len = (uint32_t)strlen(key);
+			s = chunk_ids_add(st, chunks, &keyed, "_id", &v);
+		}
+	}
+	if (s == MC_STORE_OK)
+		s = chunk_ids_flush(st, chunks, &keyed, "_id");
+	if (s == MC_STORE_OK)
+		s = chunk_ids_flush(st, chunks, &legacy, "files_id");
+	bson_destroy(&keyed.ids);
+	bson_destroy(&legacy.ids);
+	mongoc_collection_destroy(chunks);
+	return s;
+}
+
+enum mc_store_status
+mc_store_bodies_delete(struct mc_store *st, const bson_oid_t *ids, size_t n)
+{
+	struct body_meta *m = calloc(n ? n : 1, sizeof(*m));
+	int *exists = calloc(n ? n : 1, sizeof(*exists));
+	mongoc_collection_t *files = NULL;
+	bson_t found = BSON_INITIALIZER, f = BSON_INITIALIZER, in;
+	bson_error_t e;
+	enum mc_store_status s = MC_STORE_OK;
+
+	if (m == NULL || exists == NULL)
+		s = mc_store_seterr(st, MC_STORE_TEMP, "out of memory");
+	if (s == MC_STORE_OK)
+		s = bodies_meta(st, ids, n, m, exists, &found);
+	/* The files documents first: from then on no reader opens these bodies. */
+	if (s == MC_STORE_OK && !bson_empty(&found)) {
+		if ((files = mc_store_coll(st, "bodies.files")) == NULL)
+			s = MC_STORE_TEMP;
+		BSON_APPEND_DOCUMENT_BEGIN(&f, "_id", &in);
+		BSON_APPEND_ARRAY(&in, "$in", &found);
+		bson_append_document_end(&f, &in);
+		if (files != NULL && !mongoc_collection_delete_many(files, &f, NULL, NULL, &e))
+			s = mc_store_fail(st, &e, "deleting bodies");
+		if (s == MC_STORE_OK)
+			s = delete_chunks_of(st, ids, n, m, exists);
+	}
+	if (files != NULL)
+		mongoc_collection_destroy(files);
+	bson_destroy(&f);
+	bson_destroy(&found);
+	free(exists);
+	free(m);
+	return s;
+}
+
 enum mc_store_status
 mc_store_body_open(struct mc_store *st, const char *body_id, struct mc_body_reader **out)
 {

@@ -324,22 +324,6 @@ finished_of(const bson_t *doc)
 	return mc_store_now_ms();
 }
 
-/* Inserts a delivered item into outbound_done; a copy already there is fine. */
-static enum mc_store_status
-insert_done(struct mc_store *st, const bson_t *doc)
-{
-	mongoc_collection_t *c = mc_store_coll(st, "outbound_done");
-	bson_error_t e;
-	enum mc_store_status s = MC_STORE_OK;
-
-	if (c == NULL)
-		return MC_STORE_TEMP;
-	if (!mongoc_collection_insert_one(c, doc, NULL, NULL, &e))
-		s = mc_store_fail(st, &e, "keeping the delivered item");
-	mongoc_collection_destroy(c);
-	return s == MC_STORE_EXISTS ? MC_STORE_OK : s;
-}
-
 /* Removes the item from outbound, by _id alone (anything else makes the dev database scan). */
 static enum mc_store_status
 delete_queued(struct mc_store *st, const bson_oid_t *oid)
@@ -359,95 +343,13 @@ delete_queued(struct mc_store *st, const bson_oid_t *oid)
 	return s;
 }
 
-/* The fields mc_store_item_finish writes (the rest of the item is kept as it is). */
-static int
-outcome_key(const char *k)
-{
-	static const char *const keys[] = { "state", "next_attempt", "lease_until", "warned",
-	    "size", "recipients", "body", "log", "finished", NULL };
-
-	for (size_t i = 0; keys[i] != NULL; i++)
-		if (strcmp(k, keys[i]) == 0)
-			return 1;
-	return 0;
-}
-
-/* The stored log, then the entries not written yet. */
-static void
-append_whole_log(bson_t *out, const bson_t *doc, const struct mc_item_log *log, size_t nlog)
-{
-	bson_iter_t i, old;
-	bson_t arr;
-	uint32_t k = 0;
-	char key[16];
-	const char *kp;
-
-	BSON_APPEND_ARRAY_BEGIN(out, "log", &arr);
-	if (bson_iter_init_find(&i, doc, "log") && BSON_ITER_HOLDS_ARRAY(&i) &&
-	    bson_iter_recurse(&i, &old))
-		while (bson_iter_next(&old)) {
-			bson_uint32_to_string(k++, &kp, key, sizeof(key));
-			bson_append_iter(&arr, kp, -1, &old);
-		}
-	append_entries(&arr, k, log, nlog);
-	bson_append_array_end(out, &arr);
-}
-
-/* The item as outbound_done keeps it: as queued, with the outcome, without the body. */
-static void
-done_doc(const bson_t *doc, const struct mc_item *it, const struct mc_item_log *log,
-    size_t nlog, bson_t *out)
-{
-	bson_iter_t i;
-	int64_t now = mc_store_now_ms();
-
-	bson_init(out);
-	if (bson_iter_init(&i, doc))
-		while (bson_iter_next(&i))
-			if (!outcome_key(bson_iter_key(&i)))
-				bson_append_iter(out, bson_iter_key(&i), -1, &i);
-	BSON_APPEND_UTF8(out, "state", "done");
-	BSON_APPEND_DATE_TIME(out, "next_attempt", now);
-	BSON_APPEND_DATE_TIME(out, "lease_until", 0);
-	BSON_APPEND_BOOL(out, "warned", it->warned != 0);
-	BSON_APPEND_INT64(out, "size", (int64_t)it->size);   /* kept once the body is gone */
-	BSON_APPEND_DATE_TIME(out, "finished", now);
-	append_rcpts(out, it);
-	append_whole_log(out, doc, log, nlog);
-}
-
 /*
- * A delivered item leaves the queue: inserted into outbound_done with its
- * outcome and whole log, then removed from outbound. A crash in between
- * leaves it in both, delivering with a lease: outbound_done has the whole
- * record, and the worker that takes the item over when the lease has run
- * out finds it there and only removes it from outbound (see the claim).
+ * The outcome and the new log entries in one update; a delivered item also
+ * gets its finished date (finished_ms, 0 for the others).
  */
 static enum mc_store_status
-finish_done(struct mc_store *st, const struct mc_item *it, const struct mc_item_log *log,
-    size_t nlog)
-{
-	bson_t *doc, done;
-	bson_oid_t oid;
-	enum mc_store_status s;
-
-	if ((s = mc_store_oid(st, it->id, &oid)) != MC_STORE_OK)
-		return s;
-	if ((s = find_by_id(st, "outbound", &oid, NULL, &doc)) != MC_STORE_OK)
-		return s == MC_STORE_NOTFOUND ? mc_store_seterr(st, s, "%s: no such queue item",
-		    it->id) : s;
-	done_doc(doc, it, log, nlog, &done);
-	bson_destroy(doc);
-	if ((s = insert_done(st, &done)) == MC_STORE_OK)
-		s = delete_queued(st, &oid);
-	bson_destroy(&done);
-	return s;
-}
-
-/* Not delivered (yet): the outcome and the new log entries in one update. */
-static enum mc_store_status
-finish_queued(struct mc_store *st, const struct mc_item *it, const char *state,
-    time_t next_attempt, const struct mc_item_log *log, size_t nlog)
+record_outcome(struct mc_store *st, const struct mc_item *it, const char *state,
+    time_t next_attempt, const struct mc_item_log *log, size_t nlog, int64_t finished_ms)
 {
 	bson_t u = BSON_INITIALIZER, set;
 	enum mc_store_status s;
@@ -458,6 +360,8 @@ finish_queued(struct mc_store *st, const struct mc_item *it, const char *state,
 	BSON_APPEND_DATE_TIME(&set, "lease_until", 0);
 	BSON_APPEND_BOOL(&set, "warned", it->warned != 0);
 	BSON_APPEND_INT64(&set, "size", (int64_t)it->size);
+	if (finished_ms > 0)
+		BSON_APPEND_DATE_TIME(&set, "finished", finished_ms);
 	append_rcpts(&set, it);
 	bson_append_document_end(&u, &set);
 	if (nlog > 0)
@@ -474,10 +378,9 @@ mc_store_item_finish(struct mc_store *st, const struct mc_item *it, const char *
 	char lock[64];
 	enum mc_store_status s;
 
-	if (strcmp(state, "done") == 0)
-		s = finish_done(st, it, log, nlog);
-	else
-		s = finish_queued(st, it, state, next_attempt, log, nlog);
+	if (strcmp(state, "done") == 0)   /* the claim goes with mc_store_done_move */
+		return record_outcome(st, it, state, time(NULL), log, nlog, mc_store_now_ms());
+	s = record_outcome(st, it, state, next_attempt, log, nlog, 0);
 	snprintf(lock, sizeof(lock), "outbound:%s", it->id);
 	(void)mc_store_lock_release(st, lock, owner);
 	return s;
@@ -563,21 +466,148 @@ collect_ids(struct mc_store *st, mongoc_collection_t *c, const bson_t *f, const 
 	return s;
 }
 
-/* An item an older version left done in outbound: into outbound_done, out of outbound. */
-static enum mc_store_status
-move_done(struct mc_store *st, const bson_oid_t *oid)
+/* The copy of a done item outbound_done keeps: without the body, with a finished date. */
+static void
+done_copy(const bson_t *doc, bson_t *out)
 {
-	bson_t *doc, copy = BSON_INITIALIZER;
-	enum mc_store_status s = find_by_id(st, "outbound", oid, NULL, &doc);
+	bson_init(out);
+	bson_copy_to_excluding_noinit(doc, out, "body", "finished", "lease_until", NULL);
+	BSON_APPEND_DATE_TIME(out, "lease_until", 0);
+	BSON_APPEND_DATE_TIME(out, "finished", finished_of(doc));
+}
 
-	if (s != MC_STORE_OK)
-		return s == MC_STORE_NOTFOUND ? MC_STORE_OK : s;   /* moved already */
-	bson_copy_to_excluding_noinit(doc, &copy, "finished", NULL);
-	BSON_APPEND_DATE_TIME(&copy, "finished", finished_of(doc));
-	if ((s = insert_done(st, &copy)) == MC_STORE_OK)
-		s = delete_queued(st, oid);
-	bson_destroy(&copy);
-	bson_destroy(doc);
+/* Whether every write error of a bulk reply is a duplicate key (a copy already there). */
+static int
+only_duplicates(const bson_t *reply)
+{
+	bson_iter_t it, errs, e;
+	int any = 0;
+
+	if (!bson_iter_init_find(&it, reply, "writeErrors") || !BSON_ITER_HOLDS_ARRAY(&it) ||
+	    !bson_iter_recurse(&it, &errs))
+		return 0;
+	while (bson_iter_next(&errs)) {
+		if (!BSON_ITER_HOLDS_DOCUMENT(&errs) || !bson_iter_recurse(&errs, &e) ||
+		    !bson_iter_find(&e, "code") || bson_iter_as_int64(&e) != 11000)
+			return 0;
+		any = 1;
+	}
+	return any;
+}
+
+/* Inserts the copies into outbound_done in one unordered bulk write. */
+static enum mc_store_status
+insert_done_copies(struct mc_store *st, bson_t *copies, size_t n)
+{
+	mongoc_collection_t *c = mc_store_coll(st, "outbound_done");
+	mongoc_bulk_operation_t *b;
+	bson_t *opts, reply;
+	bson_error_t e;
+	enum mc_store_status s = MC_STORE_OK;
+
+	if (c == NULL)
+		return MC_STORE_TEMP;
+	opts = BCON_NEW("ordered", BCON_BOOL(false));
+	b = mongoc_collection_create_bulk_operation_with_opts(c, opts);
+	for (size_t i = 0; i < n; i++)
+		mongoc_bulk_operation_insert(b, &copies[i]);
+	if (!mongoc_bulk_operation_execute(b, &reply, &e) && !only_duplicates(&reply))
+		s = mc_store_fail(st, &e, "keeping the delivered items");
+	bson_destroy(&reply);
+	mongoc_bulk_operation_destroy(b);
+	bson_destroy(opts);
+	mongoc_collection_destroy(c);
+	return s;
+}
+
+/* Deletes from coll what matches {_id: {$in: ids}} plus `and` (a key and a string, or NULL). */
+static enum mc_store_status
+delete_ids(struct mc_store *st, const char *coll, const bson_value_t *ids, size_t n,
+    const char *key, const char *value, const char *what)
+{
+	mongoc_collection_t *c;
+	bson_t f = BSON_INITIALIZER, in, arr;
+	bson_error_t e;
+	char k[16];
+	const char *kp;
+	enum mc_store_status s = MC_STORE_OK;
+
+	if (n == 0)
+		return MC_STORE_OK;
+	if ((c = mc_store_coll(st, coll)) == NULL)
+		return MC_STORE_TEMP;
+	BSON_APPEND_DOCUMENT_BEGIN(&f, "_id", &in);
+	BSON_APPEND_ARRAY_BEGIN(&in, "$in", &arr);
+	for (uint32_t i = 0; i < n; i++) {
+		bson_uint32_to_string(i, &kp, k, sizeof(k));
+		BSON_APPEND_VALUE(&arr, kp, &ids[i]);
+	}
+	bson_append_array_end(&in, &arr);
+	bson_append_document_end(&f, &in);
+	if (key != NULL)
+		BSON_APPEND_UTF8(&f, key, value);
+	if (!mongoc_collection_delete_many(c, &f, NULL, NULL, &e))
+		s = mc_store_fail(st, &e, what);
+	bson_destroy(&f);
+	mongoc_collection_destroy(c);
+	return s;
+}
+
+enum mc_store_status
+mc_store_done_move(struct mc_store *st, const char (*ids)[MC_ID_LEN + 1], size_t n,
+    const char *owner, size_t *moved)
+{
+	bson_t *copies = calloc(n ? n : 1, sizeof(*copies));
+	bson_value_t *oids = calloc(n ? n : 1, sizeof(*oids));
+	bson_value_t *locks = calloc(n ? n : 1, sizeof(*locks));
+	char (*names)[64] = calloc(n ? n : 1, sizeof(*names));
+	size_t k = 0, nl = 0;
+	enum mc_store_status s = MC_STORE_OK;
+
+	*moved = 0;
+	if (copies == NULL || oids == NULL || locks == NULL || names == NULL)
+		s = mc_store_seterr(st, MC_STORE_TEMP, "out of memory");
+	for (size_t i = 0; s == MC_STORE_OK && i < n; i++) {
+		bson_oid_t oid;
+		bson_t *doc;
+		bson_iter_t it;
+
+		if ((s = mc_store_oid(st, ids[i], &oid)) != MC_STORE_OK)
+			break;
+		snprintf(names[nl], sizeof(names[0]), "outbound:%s", ids[i]);
+		locks[nl].value_type = BSON_TYPE_UTF8;
+		locks[nl].value.v_utf8.str = names[nl];
+		locks[nl].value.v_utf8.len = (uint32_t)strlen(names[nl]);
+		nl++;
+		if ((s = find_by_id(st, "outbound", &oid, NULL, &doc)) == MC_STORE_NOTFOUND) {
+			s = MC_STORE_OK;   /* moved already */
+			continue;
+		}
+		if (s != MC_STORE_OK)
+			break;
+		if (bson_iter_init_find(&it, doc, "state") && BSON_ITER_HOLDS_UTF8(&it) &&
+		    strcmp(bson_iter_utf8(&it, NULL), "done") == 0) {
+			done_copy(doc, &copies[k]);
+			oids[k].value_type = BSON_TYPE_OID;
+			bson_oid_copy(&oid, &oids[k].value.v_oid);
+			k++;
+		}
+		bson_destroy(doc);
+	}
+	/* outbound_done first: an item is always in one or the other (or both). */
+	if (s == MC_STORE_OK && k > 0 && (s = insert_done_copies(st, copies, k)) == MC_STORE_OK)
+		s = delete_ids(st, "outbound", oids, k, "state", "done",
+		    "removing the delivered items from the queue");
+	if (s == MC_STORE_OK && owner != NULL)
+		(void)delete_ids(st, "locks", locks, nl, "holder", owner, "releasing claims");
+	if (s == MC_STORE_OK)
+		*moved = k;
+	for (size_t i = 0; i < k; i++)
+		bson_destroy(&copies[i]);
+	free(copies);
+	free(oids);
+	free(locks);
+	free(names);
 	return s;
 }
 
@@ -586,26 +616,33 @@ mc_store_done_sweep(struct mc_store *st, size_t max, size_t *moved)
 {
 	mongoc_collection_t *c = mc_store_coll(st, "outbound");
 	bson_t *f, *opts;
-	bson_oid_t *ids;
+	bson_oid_t *oids;
+	char (*ids)[MC_ID_LEN + 1];
 	size_t n = 0;
 	enum mc_store_status s;
 
 	*moved = 0;
 	if (c == NULL)
 		return MC_STORE_TEMP;
-	if ((ids = calloc(max ? max : 1, sizeof(*ids))) == NULL) {
+	oids = calloc(max ? max : 1, sizeof(*oids));
+	ids = calloc(max ? max : 1, sizeof(*ids));
+	if (oids == NULL || ids == NULL) {
+		free(oids);
+		free(ids);
 		mongoc_collection_destroy(c);
 		return mc_store_seterr(st, MC_STORE_TEMP, "out of memory");
 	}
 	f = BCON_NEW("state", BCON_UTF8("done"));
 	opts = BCON_NEW("projection", "{", "_id", BCON_INT32(1), "}", "limit",
 	    BCON_INT64((int64_t)max));
-	s = collect_ids(st, c, f, opts, ids, max, &n);
-	for (size_t i = 0; s == MC_STORE_OK && i < n; i++)
-		if ((s = move_done(st, &ids[i])) == MC_STORE_OK)
-			(*moved)++;
+	s = collect_ids(st, c, f, opts, oids, max, &n);
+	for (size_t i = 0; i < n; i++)
+		bson_oid_to_string(&oids[i], ids[i]);
+	if (s == MC_STORE_OK && n > 0)
+		s = mc_store_done_move(st, (const char (*)[MC_ID_LEN + 1])ids, n, NULL, moved);
 	bson_destroy(opts);
 	bson_destroy(f);
+	free(oids);
 	free(ids);
 	mongoc_collection_destroy(c);
 	return s;
@@ -693,6 +730,7 @@ mc_store_bodies_release(struct mc_store *st, const char (*ids)[MC_ID_LEN + 1], s
 {
 	bson_oid_t *bodies = calloc(n ? n : 1, sizeof(*bodies));
 	int *used = calloc(n ? n : 1, sizeof(*used));
+	size_t nfree = 0;
 	enum mc_store_status s = MC_STORE_OK;
 
 	if (bodies == NULL || used == NULL)
@@ -702,13 +740,11 @@ mc_store_bodies_release(struct mc_store *st, const char (*ids)[MC_ID_LEN + 1], s
 	if (s == MC_STORE_OK && n > 0 && (s = mark_referenced(st, "messages", bodies, n, used)) ==
 	    MC_STORE_OK)
 		s = mark_referenced(st, "outbound", bodies, n, used);
-	for (size_t i = 0; s == MC_STORE_OK && i < n; i++) {
-		if (used[i])
-			continue;
-		s = mc_store_body_delete(st, ids[i]);
-		if (s == MC_STORE_NOTFOUND)
-			s = MC_STORE_OK;
-	}
+	for (size_t i = 0; s == MC_STORE_OK && i < n; i++)   /* the unused ones, in front */
+		if (!used[i])
+			bson_oid_copy(&bodies[i], &bodies[nfree++]);
+	if (s == MC_STORE_OK)
+		s = mc_store_bodies_delete(st, bodies, nfree);
 	free(used);
 	free(bodies);
 	return s;

@@ -61,10 +61,11 @@ enum mc_store_status mc_store_item_log_list(struct mc_store *st, const char *id,
 /*
  * Writes the outcome with the log entries not yet written (log, nlog): the
  * recipients' states, warned, and state "queued" (due at next_attempt) or
- * "failed"; or, for "done", the item moves to outbound_done (with its
- * finished date, without its body: the caller releases that, see
- * mc_store_bodies_release). Then gives up the claim. mc_store_item_load and
- * mc_store_item_log_list find delivered items too.
+ * "failed", then gives up the claim. For "done" the item gets its finished
+ * date and keeps its claim: the caller moves it out of the queue with
+ * mc_store_done_move, for many items at once (a crash before that leaves it
+ * done in outbound, where mc_store_done_sweep finds it). mc_store_item_load
+ * and mc_store_item_log_list find delivered items in either place.
  */
 enum mc_store_status mc_store_item_finish(struct mc_store *st, const struct mc_item *it,
     const char *owner, const char *state, time_t next_attempt,
@@ -78,8 +79,19 @@ enum mc_store_status mc_store_item_finish(struct mc_store *st, const struct mc_i
 enum mc_store_status mc_store_item_settle(struct mc_store *st, const char *id);
 
 /*
- * Moves items an older version left done in outbound to outbound_done: at
- * most max; *moved of them.
+ * Moves these done items from outbound to outbound_done (a copy without the
+ * body), then releases owner's claims on them (owner NULL: none): one bulk
+ * insert and two deletes for the lot. Ids not in outbound, or not done, are
+ * left alone; *moved is how many moved. The bodies are the caller's to
+ * release afterwards (mc_store_bodies_release).
+ */
+enum mc_store_status mc_store_done_move(struct mc_store *st, const char (*ids)[MC_ID_LEN + 1],
+    size_t n, const char *owner, size_t *moved);
+
+/*
+ * Moves items left done in outbound (by a worker that stopped before its
+ * mc_store_done_move, or an older version) to outbound_done: at most max;
+ * *moved of them.
  */
 enum mc_store_status mc_store_done_sweep(struct mc_store *st, size_t max, size_t *moved);
 

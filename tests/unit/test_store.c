@@ -22,6 +22,7 @@
 #include "config.h"
 #include "password.h"
 #include "store.h"
+#include "store_int.h"
 
 static struct mc_config cfg;
 static char dbname[64];
@@ -332,6 +333,35 @@ test_body_layout(void **state)
 	f = bson_new();
 	assert_int_equal(raw_count(db, "bodies.chunks", f), 0);
 	bson_destroy(f);
+
+	/* Many at once: keyed bodies of 3 and 1 chunks, a legacy one, a missing one. */
+	{
+		bson_oid_t many[4];
+		char keep[MC_ID_LEN + 1];
+
+		for (int i = 0; i < 2; i++) {
+			assert_int_equal(mc_store_body_begin(st, &w), MC_STORE_OK);
+			assert_int_equal(mc_store_body_write(w, data, i ? 10 : len), MC_STORE_OK);
+			assert_int_equal(mc_store_body_finish(w, body), MC_STORE_OK);
+			bson_oid_init_from_string(&many[i], body);
+		}
+		write_legacy_body(db, data, 4500, body);
+		bson_oid_init_from_string(&many[2], body);
+		bson_oid_init(&many[3], NULL);
+		assert_int_equal(mc_store_body_begin(st, &w), MC_STORE_OK);
+		assert_int_equal(mc_store_body_write(w, data, 10), MC_STORE_OK);
+		assert_int_equal(mc_store_body_finish(w, keep), MC_STORE_OK);
+		assert_int_equal(mc_store_bodies_delete(st, many, 4), MC_STORE_OK);
+		f = bson_new();
+		assert_int_equal(raw_count(db, "bodies.chunks", f), 1);   /* keep's */
+		bson_destroy(f);
+		f = BCON_NEW("_id", "{", "$in", "[", BCON_OID(&many[0]), BCON_OID(&many[1]),
+		    BCON_OID(&many[2]), "]", "}");
+		assert_int_equal(raw_count(db, "bodies.files", f), 0);
+		bson_destroy(f);
+		assert_body(st, keep, data, 10);
+		assert_int_equal(mc_store_body_delete(st, keep), MC_STORE_OK);
+	}
 
 	free(data);
 	mongoc_database_destroy(db);
