@@ -672,6 +672,70 @@ mc_store_done_purge(struct mc_store *st, unsigned keep, int64_t *removed)
 	return s;
 }
 
+/* The ids and bodies of failed items whose failure is older than cutoff (at most max). */
+static enum mc_store_status
+old_failed(struct mc_store *st, int64_t cutoff, size_t max, bson_value_t *ids,
+    char (*bodies)[MC_ID_LEN + 1], size_t *n, size_t *nb)
+{
+	mongoc_collection_t *c = mc_store_coll(st, "outbound");
+	bson_t *f, *opts;
+	mongoc_cursor_t *cur;
+	const bson_t *doc;
+	bson_iter_t it;
+	bson_error_t e;
+	enum mc_store_status s = MC_STORE_OK;
+
+	*n = *nb = 0;
+	if (c == NULL)
+		return MC_STORE_TEMP;
+	f = BCON_NEW("state", BCON_UTF8("failed"), "next_attempt", "{", "$lt",
+	    BCON_DATE_TIME(cutoff), "}");
+	opts = BCON_NEW("projection", "{", "_id", BCON_INT32(1), "body", BCON_INT32(1), "}",
+	    "limit", BCON_INT64((int64_t)max));
+	cur = mongoc_collection_find_with_opts(c, f, opts, NULL);
+	while (*n < max && mongoc_cursor_next(cur, &doc)) {
+		if (!bson_iter_init_find(&it, doc, "_id") || !BSON_ITER_HOLDS_OID(&it))
+			continue;
+		ids[*n].value_type = BSON_TYPE_OID;
+		bson_oid_copy(bson_iter_oid(&it), &ids[(*n)++].value.v_oid);
+		if (bson_iter_init_find(&it, doc, "body") && BSON_ITER_HOLDS_OID(&it))
+			bson_oid_to_string(bson_iter_oid(&it), bodies[(*nb)++]);
+	}
+	if (mongoc_cursor_error(cur, &e))
+		s = mc_store_fail(st, &e, "reading failed items");
+	mongoc_cursor_destroy(cur);
+	bson_destroy(opts);
+	bson_destroy(f);
+	mongoc_collection_destroy(c);
+	return s;
+}
+
+enum mc_store_status
+mc_store_failed_purge(struct mc_store *st, unsigned keep, size_t max, size_t *removed)
+{
+	bson_value_t *ids = calloc(max ? max : 1, sizeof(*ids));
+	char (*bodies)[MC_ID_LEN + 1] = calloc(max ? max : 1, sizeof(*bodies));
+	size_t n = 0, nb = 0;
+	enum mc_store_status s = MC_STORE_OK;
+
+	*removed = 0;
+	if (ids == NULL || bodies == NULL)
+		s = mc_store_seterr(st, MC_STORE_TEMP, "out of memory");
+	if (s == MC_STORE_OK)
+		s = old_failed(st, mc_store_now_ms() - (int64_t)keep * 1000, max, ids, bodies, &n,
+		    &nb);
+	if (s == MC_STORE_OK && n > 0)
+		s = delete_ids(st, "outbound", ids, n, "state", "failed", "purging failed items");
+	if (s == MC_STORE_OK) {
+		*removed = n;
+		if (nb > 0)
+			s = mc_store_bodies_release(st, (const char (*)[MC_ID_LEN + 1])bodies, nb);
+	}
+	free(ids);
+	free(bodies);
+	return s;
+}
+
 /* {body: {$in: [bodies]}} */
 static bson_t *
 bodies_filter(const bson_oid_t *bodies, size_t n)

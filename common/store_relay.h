@@ -104,6 +104,14 @@ enum mc_store_status mc_store_done_sweep(struct mc_store *st, size_t max, size_t
 enum mc_store_status mc_store_bodies_release(struct mc_store *st,
     const char (*ids)[MC_ID_LEN + 1], size_t n);
 
+/*
+ * Removes failed items (their DSN sent) that failed more than keep seconds
+ * ago, at most max, and releases their bodies; *removed of them. Until then
+ * they stay in the queue for `queue list` and `queue show`.
+ */
+enum mc_store_status mc_store_failed_purge(struct mc_store *st, unsigned keep, size_t max,
+    size_t *removed);
+
 /* Removes delivered items that finished more than keep seconds ago. */
 enum mc_store_status mc_store_done_purge(struct mc_store *st, unsigned keep, int64_t *removed);
 

@@ -81,14 +81,15 @@ static enum mc_store_status
 maintain(struct relay_pool *p, struct mc_store *st)
 {
 	time_t now = time(NULL);
-	size_t moved = 0;
+	size_t moved = 0, failed = 0;
 	int64_t purged = 0;
 	enum mc_store_status s;
 
 	if (p->maintained != 0 && now - p->maintained < MAINTAIN_EVERY)
 		return MC_STORE_OK;
-	if ((s = mc_store_done_sweep(st, SWEEP_MAX, &moved)) == MC_STORE_OK)
-		s = mc_store_done_purge(st, p->cfg->queue_keep_done, &purged);
+	if ((s = mc_store_done_sweep(st, SWEEP_MAX, &moved)) == MC_STORE_OK &&
+	    (s = mc_store_done_purge(st, p->cfg->queue_keep_done, &purged)) == MC_STORE_OK)
+		s = mc_store_failed_purge(st, p->cfg->queue_keep_done, SWEEP_MAX, &failed);
 	if (s == MC_STORE_TEMP)
 		return s;
 	if (s != MC_STORE_OK)
@@ -96,6 +97,9 @@ maintain(struct relay_pool *p, struct mc_store *st)
 	if (moved > 0 || purged > 0)
 		mc_log(MC_LOG_INFO, "delivered items: %zu moved out of the queue, %lld purged",
 		    moved, (long long)purged);
+	if (failed > 0)
+		mc_log(MC_LOG_INFO, "failed items: %zu purged (failed more than %us ago)", failed,
+		    p->cfg->queue_keep_done);
 	p->maintained = now;
 	return MC_STORE_OK;
 }

@@ -236,12 +236,48 @@ test_sweep_settle_purge(void **state)
 	mc_store_free(st);
 }
 
+/* Failed items stay in the queue for queue_keep_done, then go with their bodies. */
+static void
+test_failed_purge(void **state)
+{
+	struct mc_store *st = mc_store_new(&cfg);
+	char old_body[MC_ID_LEN + 1], new_body_id[MC_ID_LEN + 1], json[600], f[128];
+	const char *old_id = "0123456789abcdef0123aaaa", *new_id = "0123456789abcdef0123bbbb";
+	struct mc_outbound_info o;
+	size_t removed;
+
+	(void)state;
+	new_body(st, old_body);
+	new_body(st, new_body_id);
+	snprintf(json, sizeof(json), "{\"_id\": {\"$oid\": \"%s\"}, \"state\": \"failed\", "
+	    "\"next_attempt\": {\"$date\": 1000000}, \"sender\": \"s@m.example\", "
+	    "\"body\": {\"$oid\": \"%s\"}, \"recipients\": [{\"address\": \"x@far.example\", "
+	    "\"state\": \"failed\"}]}", old_id, old_body);
+	insert("outbound", json);
+	snprintf(json, sizeof(json), "{\"_id\": {\"$oid\": \"%s\"}, \"state\": \"failed\", "
+	    "\"next_attempt\": {\"$date\": %lld}, \"sender\": \"s@m.example\", "
+	    "\"body\": {\"$oid\": \"%s\"}, \"recipients\": [{\"address\": \"x@far.example\", "
+	    "\"state\": \"failed\"}]}", new_id, (long long)time(NULL) * 1000, new_body_id);
+	insert("outbound", json);
+	assert_int_equal(mc_store_failed_purge(st, 3600, 100, &removed), MC_STORE_OK);
+	assert_int_equal(removed, 1);
+	assert_int_equal(mc_store_outbound_get(st, old_id, &o), MC_STORE_NOTFOUND);
+	assert_int_equal(mc_store_outbound_get(st, new_id, &o), MC_STORE_OK);
+	assert_string_equal(o.state, "failed");
+	snprintf(f, sizeof(f), "{\"_id\": {\"$oid\": \"%s\"}}", old_body);
+	assert_int_equal(count("bodies.files", f), 0);
+	snprintf(f, sizeof(f), "{\"_id\": {\"$oid\": \"%s\"}}", new_body_id);
+	assert_int_equal(count("bodies.files", f), 1);
+	mc_store_free(st);
+}
+
 int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_done_moves_out),
 		cmocka_unit_test(test_sweep_settle_purge),
+		cmocka_unit_test(test_failed_purge),
 	};
 
 	return cmocka_run_group_tests_name("store_relay", tests, setup, teardown);
