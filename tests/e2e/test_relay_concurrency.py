@@ -264,3 +264,26 @@ def test_takeover_of_an_item_delivered_before_its_worker_died(relay):
     assert len(peer.messages()) == 1, "delivered twice"
     assert relay.db.outbound.find_one({"_id": ObjectId(qid)}) is None
     assert relay.state(qid) == "done"
+
+
+def test_failed_items_are_purged_with_their_bodies(relay):
+    """A failed item stays in the queue (queue list) for queue_keep_done, then
+    goes, and its body with it: the queue does not grow for ever."""
+    relay.use_conf(queue_keep_done="10m")
+    old = relay.submit("user@nullmx.test", message(to="user@nullmx.test", subject="old"))
+    new = relay.submit("user@nullmx.test", message(to="user@nullmx.test", subject="new"))
+    relay.worker()
+    assert relay.state(old) == relay.state(new) == "failed"
+    listed = relay.mailcell("queue", "list").stdout
+    assert old in listed and new in listed
+    body = relay.db.outbound.find_one({"_id": ObjectId(old)})["body"]
+    relay.db.outbound.update_one({"_id": ObjectId(old)}, {"$set": {
+        "next_attempt": datetime.now(timezone.utc) - timedelta(minutes=11)}})
+    relay.worker()
+    assert relay.db.outbound.find_one({"_id": ObjectId(old)}) is None
+    assert relay.db["bodies.files"].find_one({"_id": body}) is None
+    assert relay.db["bodies.chunks"].count_documents({"files_id": body}) == 0
+    r = relay.mailcell("queue", "show", old)
+    assert r.returncode == 1 and "no such queue item" in r.stderr
+    assert relay.state(new) == "failed"
+    assert new in relay.mailcell("queue", "list").stdout
