@@ -2361,7 +2361,7 @@ def report_fix(lab, add):
         cmds = ", ".join("%s %s%s" % (r[0], r[1], " ×%d" % r[3] if r[3] > 1 else "") for r in tr)
         add("%d. **Intake.** Fixed: bodies were written through libmongoc's GridFS bucket, which "
             "looks for an existing file (`find bodies.files {_id: 1}`, a full scan on the dev "
-            "database: 79%% of its time in the previous run) and lists both collections' indexes "
+            "database: 79%% of its time in the run of 2026-11-29 02:21) and lists both collections' indexes "
             "before every upload. The store now writes chunks and the files document with plain "
             "inserts. One 4 KB transaction's commands are now: %s. Per message: mailcell %s ms of "
             "session CPU and %s ms of dev-database CPU, against %s ms for all of Postfix (smtpd, "
@@ -2383,7 +2383,7 @@ def report_fix(lab, add):
         l15 = lg.get("mailcell|pop3|15 MB")
         add("%d. **RETR.** Fixed: the chunks were asked for with `{files_id: ...}` sorted by `n`, "
             "which the dev database answered by decoding and sorting every chunk in the database "
-            "(a mailbox pass was quadratic: 10.7 messages/s in the previous run). Chunks now have "
+            "(a mailbox pass was quadratic: 10.7 messages/s in the run of 2026-11-29 02:21). Chunks now have "
             "computable ids (`<files_id>-<n>`) and are read by `_id`, and a RETR takes the "
             "body's length from the mailbox entry and its chunk count from chunk 0, without "
             "reading the files document (one lookup fewer): %s; the pass does %s "
@@ -2409,7 +2409,7 @@ def report_fix(lab, add):
         add("%d. **Relay.** Fixed: each claim scanned and sorted the whole outbound collection "
             "and used 1 of the 32 ids it fetched, finished items stayed in the collection, and "
             "the worker delivered one item per connection, one after the other (8.5 msg/s with "
-            "120 queued in the previous run, growing quadratically). Now the worker claims from "
+            "120 queued in the run of 2026-11-29 02:21, growing quadratically). Now the worker claims from "
             "the ids it already has, finished items move to `outbound_done`, `relay_concurrency` "
             "deliveries run at once and a connection to the same host is reused (RSET). This "
             "run: %s. The commands of one `relay-worker --once` with %d items queued (all "
