@@ -324,6 +324,22 @@ finished_of(const bson_t *doc)
 	return mc_store_now_ms();
 }
 
+/* Inserts a delivered item into outbound_done; a copy already there is fine. */
+static enum mc_store_status
+insert_done(struct mc_store *st, const bson_t *doc)
+{
+	mongoc_collection_t *c = mc_store_coll(st, "outbound_done");
+	bson_error_t e;
+	enum mc_store_status s = MC_STORE_OK;
+
+	if (c == NULL)
+		return MC_STORE_TEMP;
+	if (!mongoc_collection_insert_one(c, doc, NULL, NULL, &e))
+		s = mc_store_fail(st, &e, "keeping the delivered item");
+	mongoc_collection_destroy(c);
+	return s == MC_STORE_EXISTS ? MC_STORE_OK : s;
+}
+
 /* Removes the item from outbound, by _id alone (anything else makes the dev database scan). */
 static enum mc_store_status
 delete_queued(struct mc_store *st, const bson_oid_t *oid)
@@ -343,13 +359,95 @@ delete_queued(struct mc_store *st, const bson_oid_t *oid)
 	return s;
 }
 
+/* The fields mc_store_item_finish writes (the rest of the item is kept as it is). */
+static int
+outcome_key(const char *k)
+{
+	static const char *const keys[] = { "state", "next_attempt", "lease_until", "warned",
+	    "size", "recipients", "body", "log", "finished", NULL };
+
+	for (size_t i = 0; keys[i] != NULL; i++)
+		if (strcmp(k, keys[i]) == 0)
+			return 1;
+	return 0;
+}
+
+/* The stored log, then the entries not written yet. */
+static void
+append_whole_log(bson_t *out, const bson_t *doc, const struct mc_item_log *log, size_t nlog)
+{
+	bson_iter_t i, old;
+	bson_t arr;
+	uint32_t k = 0;
+	char key[16];
+	const char *kp;
+
+	BSON_APPEND_ARRAY_BEGIN(out, "log", &arr);
+	if (bson_iter_init_find(&i, doc, "log") && BSON_ITER_HOLDS_ARRAY(&i) &&
+	    bson_iter_recurse(&i, &old))
+		while (bson_iter_next(&old)) {
+			bson_uint32_to_string(k++, &kp, key, sizeof(key));
+			bson_append_iter(&arr, kp, -1, &old);
+		}
+	append_entries(&arr, k, log, nlog);
+	bson_append_array_end(out, &arr);
+}
+
+/* The item as outbound_done keeps it: as queued, with the outcome, without the body. */
+static void
+done_doc(const bson_t *doc, const struct mc_item *it, const struct mc_item_log *log,
+    size_t nlog, bson_t *out)
+{
+	bson_iter_t i;
+	int64_t now = mc_store_now_ms();
+
+	bson_init(out);
+	if (bson_iter_init(&i, doc))
+		while (bson_iter_next(&i))
+			if (!outcome_key(bson_iter_key(&i)))
+				bson_append_iter(out, bson_iter_key(&i), -1, &i);
+	BSON_APPEND_UTF8(out, "state", "done");
+	BSON_APPEND_DATE_TIME(out, "next_attempt", now);
+	BSON_APPEND_DATE_TIME(out, "lease_until", 0);
+	BSON_APPEND_BOOL(out, "warned", it->warned != 0);
+	BSON_APPEND_INT64(out, "size", (int64_t)it->size);   /* kept once the body is gone */
+	BSON_APPEND_DATE_TIME(out, "finished", now);
+	append_rcpts(out, it);
+	append_whole_log(out, doc, log, nlog);
+}
+
 /*
- * The outcome and the new log entries in one update; a delivered item also
- * gets its finished date (finished_ms, 0 for the others).
+ * A delivered item leaves the queue: inserted into outbound_done with its
+ * outcome and whole log, then removed from outbound. A crash in between
+ * leaves it in both, delivering with a lease: outbound_done has the whole
+ * record, and the worker that takes the item over when the lease has run
+ * out finds it there and only removes it from outbound (see the claim).
  */
 static enum mc_store_status
+finish_done(struct mc_store *st, const struct mc_item *it, const struct mc_item_log *log,
+    size_t nlog)
+{
+	bson_t *doc, done;
+	bson_oid_t oid;
+	enum mc_store_status s;
+
+	if ((s = mc_store_oid(st, it->id, &oid)) != MC_STORE_OK)
+		return s;
+	if ((s = find_by_id(st, "outbound", &oid, NULL, &doc)) != MC_STORE_OK)
+		return s == MC_STORE_NOTFOUND ? mc_store_seterr(st, s, "%s: no such queue item",
+		    it->id) : s;
+	done_doc(doc, it, log, nlog, &done);
+	bson_destroy(doc);
+	if ((s = insert_done(st, &done)) == MC_STORE_OK)
+		s = delete_queued(st, &oid);
+	bson_destroy(&done);
+	return s;
+}
+
+/* Not delivered (yet): the outcome and the new log entries in one update. */
+static enum mc_store_status
 record_outcome(struct mc_store *st, const struct mc_item *it, const char *state,
-    time_t next_attempt, const struct mc_item_log *log, size_t nlog, int64_t finished_ms)
+    time_t next_attempt, const struct mc_item_log *log, size_t nlog)
 {
 	bson_t u = BSON_INITIALIZER, set;
 	enum mc_store_status s;
@@ -360,8 +458,6 @@ record_outcome(struct mc_store *st, const struct mc_item *it, const char *state,
 	BSON_APPEND_DATE_TIME(&set, "lease_until", 0);
 	BSON_APPEND_BOOL(&set, "warned", it->warned != 0);
 	BSON_APPEND_INT64(&set, "size", (int64_t)it->size);
-	if (finished_ms > 0)
-		BSON_APPEND_DATE_TIME(&set, "finished", finished_ms);
 	append_rcpts(&set, it);
 	bson_append_document_end(&u, &set);
 	if (nlog > 0)
@@ -378,9 +474,10 @@ mc_store_item_finish(struct mc_store *st, const struct mc_item *it, const char *
 	char lock[64];
 	enum mc_store_status s;
 
-	if (strcmp(state, "done") == 0)   /* the claim goes with mc_store_done_move */
-		return record_outcome(st, it, state, time(NULL), log, nlog, mc_store_now_ms());
-	s = record_outcome(st, it, state, next_attempt, log, nlog, 0);
+	if (strcmp(state, "done") == 0)
+		s = finish_done(st, it, log, nlog);
+	else
+		s = record_outcome(st, it, state, next_attempt, log, nlog);
 	snprintf(lock, sizeof(lock), "outbound:%s", it->id);
 	(void)mc_store_lock_release(st, lock, owner);
 	return s;

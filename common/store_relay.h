@@ -61,11 +61,11 @@ enum mc_store_status mc_store_item_log_list(struct mc_store *st, const char *id,
 /*
  * Writes the outcome with the log entries not yet written (log, nlog): the
  * recipients' states, warned, and state "queued" (due at next_attempt) or
- * "failed", then gives up the claim. For "done" the item gets its finished
- * date and keeps its claim: the caller moves it out of the queue with
- * mc_store_done_move, for many items at once (a crash before that leaves it
- * done in outbound, where mc_store_done_sweep finds it). mc_store_item_load
- * and mc_store_item_log_list find delivered items in either place.
+ * "failed"; or, for "done", the item moves to outbound_done at once (with
+ * its finished date, without its body: the caller releases that, see
+ * mc_store_bodies_release), which keeps outbound, and the dev database's
+ * scans of it, small. Then gives up the claim. mc_store_item_load and
+ * mc_store_item_log_list find delivered items too.
  */
 enum mc_store_status mc_store_item_finish(struct mc_store *st, const struct mc_item *it,
     const char *owner, const char *state, time_t next_attempt,
@@ -89,9 +89,9 @@ enum mc_store_status mc_store_done_move(struct mc_store *st, const char (*ids)[M
     size_t n, const char *owner, size_t *moved);
 
 /*
- * Moves items left done in outbound (by a worker that stopped before its
- * mc_store_done_move, or an older version) to outbound_done: at most max;
- * *moved of them.
+ * Moves items left done in outbound (by a worker that stopped between its
+ * two writes, or an older version) to outbound_done with mc_store_done_move:
+ * at most max; *moved of them.
  */
 enum mc_store_status mc_store_done_sweep(struct mc_store *st, size_t max, size_t *moved);
 

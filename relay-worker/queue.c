@@ -119,37 +119,29 @@ count_state(const struct mc_item *it, const char *state)
 }
 
 /*
- * Delivered items leave the queue in batches: one bulk write into
- * outbound_done and one delete for many items, then one reference check
- * and one delete per collection for their bodies. Until then an item is
- * "done" in outbound, claimed by this worker; if the worker stops first,
- * the pool's sweep moves it and db gc takes the body.
+ * The bodies of delivered items go in batches: one reference check and one
+ * delete per collection for many (on the dev database each is a scan).
  */
 static void
-flush_done(struct relay *r)
+release_bodies(struct relay *r)
 {
-	size_t moved;
-
-	if (r->ndone > 0 && mc_store_done_move(r->st, (const char (*)[MC_ID_LEN + 1])r->done,
-	    r->ndone, r->owner, &moved) != MC_STORE_OK)
-		mc_log(MC_LOG_WARNING, "delivered items left in the queue (the next sweep moves "
-		    "them): %s", mc_store_error(r->st));
-	r->ndone = 0;
-	if (r->nbodies > 0 && mc_store_bodies_release(r->st,
-	    (const char (*)[MC_ID_LEN + 1])r->bodies, r->nbodies) != MC_STORE_OK)
+	if (r->nbodies == 0)
+		return;
+	if (mc_store_bodies_release(r->st, (const char (*)[MC_ID_LEN + 1])r->bodies,
+	    r->nbodies) != MC_STORE_OK)
 		mc_log(MC_LOG_WARNING, "message bodies of delivered items not released (db gc "
 		    "will): %s", mc_store_error(r->st));
 	r->nbodies = 0;
 }
 
 static void
-note_done(struct relay *r, const struct mc_item *it)
+release_body(struct relay *r, const char *body)
 {
-	snprintf(r->done[r->ndone++], sizeof(r->done[0]), "%s", it->id);
-	if (it->body[0] != '\0')
-		snprintf(r->bodies[r->nbodies++], sizeof(r->bodies[0]), "%s", it->body);
-	if (r->ndone == RELAY_BATCH)
-		flush_done(r);
+	if (body[0] == '\0')
+		return;
+	snprintf(r->bodies[r->nbodies++], sizeof(r->bodies[0]), "%s", body);
+	if (r->nbodies == RELAY_BATCH)
+		release_bodies(r);
 }
 
 /* A delay warning is due: mail waiting long, none sent yet. */
@@ -220,7 +212,7 @@ conclude(struct attempt *a)
 		return -1;
 	a->logged = a->nlog;
 	if (strcmp(state, "done") == 0)
-		note_done(a->r, &a->it);
+		release_body(a->r, a->it.body);
 	return 0;
 }
 
@@ -304,7 +296,7 @@ relay_child(const struct mc_config *cfg, unsigned slot, unsigned nslots,
 	if ((r.st = mc_store_new(cfg)) != NULL && batch_init(&r, ids, slots, n) == 0) {
 		r.hb = heartbeat_start(cfg, r.owner);
 		handled = relay_drain(&r);
-		flush_done(&r);
+		release_bodies(&r);
 		conncache_drop(&r);
 		heartbeat_stop(r.hb);
 	}

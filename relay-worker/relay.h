@@ -61,10 +61,7 @@ struct relay {
 	struct relay_batch batch;
 	struct heartbeat *hb;    /* renews the claim of the item being delivered */
 	struct relay_conn conn;
-	/* Delivered items, moved out of the queue and their bodies released in batches. */
-	char done[RELAY_BATCH][MC_ID_LEN + 1];
-	size_t ndone;
-	char bodies[RELAY_BATCH][MC_ID_LEN + 1];
+	char bodies[RELAY_BATCH][MC_ID_LEN + 1];   /* of delivered items, to release */
 	size_t nbodies;
 };
 
