@@ -47,12 +47,14 @@ STORE_SRC  := $(filter-out common/store_lite.c,$(wildcard common/store*.c))
 STORE_OBJ  := $(STORE_SRC:%.c=$(BUILD)/%.o)
 LIBSTORE   := $(BUILD)/libmcstore.a
 # store-lite.so: the same store code on Debian's mongo-c-driver source built
-# static without TLS, SASL, ICU and compression (scripts/build-mongoc-lite.sh),
+# static without TLS, SASL, ICU and compression (scripts/build-mongoc-lite.sh;
+# when the source cannot be fetched it says so and store-lite.so is skipped),
 # which sessions load when the mongodb_uri needs none of them: a fraction of
 # libmongoc's load cost. LITE=0 builds without it (sessions use store.so).
 LITE       ?= 1
 MONGOC_LITE := build/mongoc-lite
 LITE_ARCHIVES := $(MONGOC_LITE)/lib/libmongoc-static-1.0.a $(MONGOC_LITE)/lib/libbson-static-1.0.a
+LITE_STAMP := $(MONGOC_LITE)/stamp
 LITE_CFLAGS := -DMONGOC_STATIC -DBSON_STATIC -I$(MONGOC_LITE)/include/libmongoc-1.0 \
 	-I$(MONGOC_LITE)/include/libbson-1.0
 STORE_LITE_SRC := $(filter-out common/store_module.c,$(STORE_SRC)) common/store_lite.c
@@ -132,22 +134,32 @@ $(MODDIR)/store.so: $(STORE_OBJ) $(MOD_IFACE)
 	@mkdir -p $(@D)
 	$(CC) -shared $(ALL_LDFLAGS) -Wl,-Bsymbolic -o $@ $(STORE_OBJ) $(MOD_IFACE) $(MONGO_LIBS)
 
-# Rebuilt when Debian's libmongoc changes (its dpkg file list is rewritten).
-$(LITE_ARCHIVES) &: scripts/build-mongoc-lite.sh $(wildcard /var/lib/dpkg/info/libmongoc-1.0-0*.list)
+# The stamp says "built" or "unavailable"; rebuilt when Debian's libmongoc
+# changes (its dpkg file list is rewritten).
+$(LITE_STAMP): scripts/build-mongoc-lite.sh $(wildcard /var/lib/dpkg/info/libmongoc-1.0-0*.list)
 	scripts/build-mongoc-lite.sh $(MONGOC_LITE)
-	@touch $(LITE_ARCHIVES)
 
 # Compiled against the lite build's headers only, not Debian's.
-$(BUILD)/lite/%.o: %.c $(wildcard common/*.h) $(LITE_ARCHIVES)
+$(BUILD)/lite/%.o: %.c $(wildcard common/*.h) $(LITE_STAMP)
 	@mkdir -p $(@D)
 	$(CC) -std=c11 -D_GNU_SOURCE -fPIC $(WARN) $(CFLAGS) $(SANFLAGS) -Icommon $(LITE_CFLAGS) \
 	    -DMC_IFACE_ID=$(MC_IFACE)UL -c -o $@ $<
 
+# Without the lite libraries there is no store-lite.so, and sessions load
+# store.so (slower to start, otherwise the same).
+$(MODDIR)/store-lite.so: $(LITE_STAMP) $(STORE_LITE_SRC) $(wildcard common/*.h) common/module_iface.c
+	@if grep -q '^built' $(LITE_STAMP); then \
+	    $(MAKE) --no-print-directory store-lite-link; \
+	else \
+	    rm -f $@; echo "store-lite.so not built (see $(MONGOC_LITE)/build.log): sessions use store.so"; \
+	fi
+
 # --exclude-libs: libmongoc's and libbson's symbols stay private to the module.
-$(MODDIR)/store-lite.so: $(STORE_LITE_OBJ) $(MOD_IFACE) $(LITE_ARCHIVES)
-	@mkdir -p $(@D)
+.PHONY: store-lite-link
+store-lite-link: $(STORE_LITE_OBJ) $(MOD_IFACE)
+	@mkdir -p $(MODDIR)
 	$(CC) -shared $(ALL_LDFLAGS) -Wl,-Bsymbolic -Wl,--exclude-libs,ALL -Wl,-z,relro,-z,now \
-	    -o $@ $(STORE_LITE_OBJ) $(MOD_IFACE) $(LITE_ARCHIVES)
+	    -o $(MODDIR)/store-lite.so $(STORE_LITE_OBJ) $(MOD_IFACE) $(LITE_ARCHIVES)
 
 $(MODDIR)/inbound.so: $(INBOUND_OBJ) $(MOD_IFACE)
 	@mkdir -p $(@D)
@@ -239,8 +251,8 @@ install: $(PROGRAMS)
 	    $(DESTDIR)$(UNITDIR) $(DESTDIR)$(SYSUSERSDIR) $(DESTDIR)$(TMPFILESDIR)
 	install -m 0755 $(BINDIR)/mailcell $(BINDIR)/smtp-session $(BINDIR)/pop3-session \
 	    $(BINDIR)/relay-worker $(DESTDIR)$(PREFIX)/bin/
-	install -m 0644 $(MODULES) $(DESTDIR)$(PREFIX)/lib/mailcell/
-	$(if $(filter 0,$(LITE)),rm -f $(DESTDIR)$(PREFIX)/lib/mailcell/store-lite.so)
+	install -m 0644 $(wildcard $(MODULES)) $(DESTDIR)$(PREFIX)/lib/mailcell/
+	[ -f $(MODDIR)/store-lite.so ] || rm -f $(DESTDIR)$(PREFIX)/lib/mailcell/store-lite.so
 	$(MC_SUBST) units/mailcell-inetd >$(DESTDIR)$(PREFIX)/lib/mailcell/mailcell-inetd
 	chmod 0755 $(DESTDIR)$(PREFIX)/lib/mailcell/mailcell-inetd
 	install -m 0644 templates/* $(DESTDIR)$(PREFIX)/share/mailcell/templates/

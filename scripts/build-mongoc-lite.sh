@@ -2,7 +2,8 @@
 # build-mongoc-lite.sh DEST - builds Debian's own mongo-c-driver source (the
 # version installed, with Debian's patches) as static libraries with no TLS,
 # SASL, ICU, compression or encryption, for lib/mailcell/store-lite.so.
-# Rebuilds only when the installed libmongoc version changes. See DESIGN.md.
+# Writes DEST/stamp: "built VERSION", or "unavailable VERSION" when the source
+# cannot be fetched or built (then the build goes on without store-lite.so).
 set -eu
 
 dest=${1:?usage: build-mongoc-lite.sh DEST}
@@ -18,14 +19,24 @@ if [ -z "$version" ]; then
 fi
 if [ "$(cat "$dest/version" 2>/dev/null || true)" = "$version" ] &&
 	[ -f "$dest/lib/libmongoc-static-1.0.a" ] && [ -f "$dest/lib/libbson-static-1.0.a" ]; then
+	echo "built $version" >"$dest/stamp"
 	exit 0
 fi
+
+# Give up without failing the build: sessions then load store.so.
+unavailable() {
+	echo "build-mongoc-lite: $1" >&2
+	echo "build-mongoc-lite: building without store-lite.so (sessions load store.so);" \
+		"to try again: rm -r $dest && make" >&2
+	echo "unavailable $version" >"$dest/stamp"
+	exit 0
+}
 echo "build-mongoc-lite: building mongo-c-driver $version (Debian's source) into $dest"
 
 # apt-get source with a private deb-src list, lists directory and cache, so
 # that the machine's apt configuration and package lists stay as they are.
 apt=$dest/apt
-rm -rf "$apt" "$dest/src" "$dest/build" "$dest/include" "$dest/lib" "$dest/version"
+rm -rf "$apt" "$dest/src" "$dest/build" "$dest/include" "$dest/lib" "$dest/version" "$dest/stamp"
 mkdir -p "$apt/lists/partial" "$apt/cache/archives/partial" "$dest/src"
 uris=$(sed -n 's/^URIs:[[:space:]]*//p' /etc/apt/sources.list.d/debian.sources 2>/dev/null |
 	grep -v security | head -n 1)
@@ -42,9 +53,7 @@ log=$dest/build.log
 if ! apt-get $aptopts update >"$log" 2>&1 ||
 	! (cd "$dest/src" && apt-get $aptopts source "mongo-c-driver=$version") >>"$log" 2>&1; then
 	tail -n 20 "$log" >&2
-	echo "build-mongoc-lite: could not fetch mongo-c-driver $version from $uris;" >&2
-	echo "build-mongoc-lite: build with 'make LITE=0' to do without store-lite.so" >&2
-	exit 1
+	unavailable "could not fetch mongo-c-driver $version from $uris (log: $log)"
 fi
 
 # Only what a plain mongodb:// connection uses: no TLS or SCRAM (they need
@@ -63,8 +72,8 @@ if ! (cd "$dest/build" && cmake "$dest/src/mongo-c-driver-$upstream" \
 	-DENABLE_UNINSTALL=OFF -DENABLE_MAN_PAGES=OFF -DENABLE_HTML_DOCS=OFF &&
 	make -j"$(nproc)" && make install) >>"$log" 2>&1; then
 	tail -n 30 "$log" >&2
-	echo "build-mongoc-lite: the build failed; the whole log is $log" >&2
-	exit 1
+	unavailable "the build failed; the whole log is $log"
 fi
 rm -rf "$dest/build" "$apt/cache"
 echo "$version" >"$dest/version"
+echo "built $version" >"$dest/stamp"
