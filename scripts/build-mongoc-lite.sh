@@ -1,9 +1,8 @@
 #!/bin/sh
-# build-mongoc-lite.sh DEST - builds Debian's own mongo-c-driver source (the
-# version installed, with Debian's patches) as static libraries with no TLS,
-# SASL, ICU, compression or encryption, for lib/mailcell/store-lite.so.
-# Writes DEST/stamp: "built VERSION", or "unavailable VERSION" when the source
-# cannot be fetched or built (then the build goes on without store-lite.so).
+# build-mongoc-lite.sh DEST - builds Debian's mongo-c-driver source (installed
+# version, Debian's patches) as static libraries without TLS, SASL, ICU or
+# compression, for lib/mailcell/store-lite.so. DEST/stamp says "built VERSION",
+# or "unavailable VERSION" (no source: the build goes on without store-lite.so).
 set -eu
 
 dest=${1:?usage: build-mongoc-lite.sh DEST}
