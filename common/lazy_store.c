@@ -172,6 +172,8 @@ VIA_STORE(mc_store_body_open, (struct mc_store *st, const char *b, struct mc_bod
     (real, b, r))
 VIA_STORE(mc_store_message_open, (struct mc_store *st, const char *m,
     struct mc_body_reader **r), (real, m, r))
+VIA_STORE(mc_store_entry_open, (struct mc_store *st, const char *b, const char *h, uint64_t size,
+    struct mc_body_reader **r), (real, b, h, size, r))
 VIA_STORE(mc_store_body_delete, (struct mc_store *st, const char *b), (real, b))
 VIA_STORE(mc_store_outbound_add, (struct mc_store *st, const struct mc_outbound_new *q,
     char *id), (real, q, id))

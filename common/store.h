@@ -132,6 +132,7 @@ struct mc_message_info {
 	time_t received;
 	char sender[512];
 	int quarantined;
+	const char *head;   /* the entry's header block (NULL: none); valid in the callback only */
 };
 
 /* The mailbox's messages, oldest first. */
@@ -148,6 +149,12 @@ enum mc_store_status mc_store_body_open(struct mc_store *st, const char *body_id
 /* A mailbox entry's message as a user sees it: its head, then its body. */
 enum mc_store_status mc_store_message_open(struct mc_store *st, const char *message_id,
     struct mc_body_reader **out);
+/*
+ * The same from what mc_store_mailbox_list gave (body id, head, size), without
+ * reading the entry again: for a session that listed the mailbox at login.
+ */
+enum mc_store_status mc_store_entry_open(struct mc_store *st, const char *body_id,
+    const char *head, uint64_t size, struct mc_body_reader **out);
 /* Reads up to len bytes; *got == 0 at the end. */
 enum mc_store_status mc_store_body_read(struct mc_body_reader *r, void *buf, size_t len,
     size_t *got);

@@ -673,19 +673,15 @@ open_by_first_chunk(struct mc_store *st, const char *body_id, uint64_t length,
 	return rc;
 }
 
-enum mc_store_status
-mc_store_message_open(struct mc_store *st, const char *message_id, struct mc_body_reader **out)
+/* Opens body_id behind head (taken over: freed with the reader, or here on failure). */
+static enum mc_store_status
+open_with_head(struct mc_store *st, const char *body_id, char *head, uint64_t size,
+    struct mc_body_reader **out)
 {
-	char body_id[MC_ID_LEN + 1], *head;
-	uint64_t size;
-	size_t hlen;
+	size_t hlen = head ? strlen(head) : 0;
 	enum mc_store_status s;
 	int rc = 0;
 
-	*out = NULL;
-	if ((s = entry_body(st, message_id, body_id, &head, &size)) != MC_STORE_OK)
-		return s;
-	hlen = head ? strlen(head) : 0;
 	if (size > hlen && (rc = open_by_first_chunk(st, body_id, size - hlen, out)) < 0) {
 		free(head);
 		return MC_STORE_TEMP;
@@ -695,8 +691,33 @@ mc_store_message_open(struct mc_store *st, const char *message_id, struct mc_bod
 		return s;
 	}
 	(*out)->head = head;
-	(*out)->head_len = head ? strlen(head) : 0;
+	(*out)->head_len = hlen;
 	return MC_STORE_OK;
+}
+
+enum mc_store_status
+mc_store_message_open(struct mc_store *st, const char *message_id, struct mc_body_reader **out)
+{
+	char body_id[MC_ID_LEN + 1], *head;
+	uint64_t size;
+	enum mc_store_status s;
+
+	*out = NULL;
+	if ((s = entry_body(st, message_id, body_id, &head, &size)) != MC_STORE_OK)
+		return s;
+	return open_with_head(st, body_id, head, size, out);
+}
+
+enum mc_store_status
+mc_store_entry_open(struct mc_store *st, const char *body_id, const char *head, uint64_t size,
+    struct mc_body_reader **out)
+{
+	char *copy = NULL;
+
+	*out = NULL;
+	if (head != NULL && *head != '\0' && (copy = strdup(head)) == NULL)
+		return mc_store_seterr(st, MC_STORE_TEMP, "out of memory");
+	return open_with_head(st, body_id, copy, size, out);
 }
 
 enum mc_store_status
@@ -832,6 +853,8 @@ info_from_doc(const bson_t *doc, struct mc_message_info *m)
 	if (bson_iter_init_find(&it, doc, "received") && BSON_ITER_HOLDS_DATE_TIME(&it))
 		m->received = (time_t)(bson_iter_date_time(&it) / 1000);
 	m->quarantined = bson_iter_init_find(&it, doc, "quarantined") && bson_iter_as_bool(&it);
+	if (bson_iter_init_find(&it, doc, "head") && BSON_ITER_HOLDS_UTF8(&it))
+		m->head = bson_iter_utf8(&it, NULL);
 }
 
 enum mc_store_status
@@ -849,8 +872,7 @@ mc_store_mailbox_list(struct mc_store *st, const char *mailbox,
 	if (c == NULL)
 		return MC_STORE_TEMP;
 	filter = BCON_NEW("mailbox", BCON_UTF8(mailbox));
-	opts = BCON_NEW("sort", "{", "received", BCON_INT32(1), "_id", BCON_INT32(1), "}",
-	    "projection", "{", "head", BCON_INT32(0), "}");
+	opts = BCON_NEW("sort", "{", "received", BCON_INT32(1), "_id", BCON_INT32(1), "}");
 	cur = mongoc_collection_find_with_opts(c, filter, opts, NULL);
 	while (mongoc_cursor_next(cur, &doc)) {
 		info_from_doc(doc, &m);

@@ -67,6 +67,22 @@ add_msg(void *ctx, const struct mc_message_info *mi)
 	memcpy(m->body, mi->body, sizeof(m->body));
 	m->size = mi->size;
 	m->deleted = 0;
+	m->head = NULL;
+	m->listed = mi->body[0] != '\0' && mi->head == NULL;
+	if (mi->body[0] != '\0' && mi->head != NULL &&
+	    p->heads_bytes + strlen(mi->head) < HEADS_MAX && (m->head = strdup(mi->head)) != NULL) {
+		p->heads_bytes += strlen(mi->head) + 1;
+		m->listed = 1;
+	}
+}
+
+void
+pop3_forget_msgs(struct pop3 *p)
+{
+	for (size_t i = 0; i < p->nmsgs; i++)
+		free(p->msgs[i].head);
+	p->nmsgs = 0;
+	p->heads_bytes = 0;
 }
 
 static void
@@ -125,7 +141,7 @@ open_maildrop(struct pop3 *p, const char *key)
 		return;
 	}
 	p->lock_renewed = time(NULL);
-	p->nmsgs = 0;
+	pop3_forget_msgs(p);
 	st = mc_store_mailbox_list(p->st, key, add_msg, p);
 	if (st != MC_STORE_OK) {
 		pop3_release(p);

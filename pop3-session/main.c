@@ -77,6 +77,7 @@ main(int argc, char **argv)
 	mc_io_close(p.io);
 	mc_io_free(p.io);
 	mc_store_free(p.st);
+	pop3_forget_msgs(&p);
 	free(p.msgs);
 	mc_tls_ctx_free(p.tls_ctx);
 	mc_config_free(&cfg);

@@ -17,6 +17,8 @@
 #define LOCK_TTL 180       /* seconds; renewed while the session lives */
 #define LOCK_RENEW 60
 #define AUTH_MAX_FAILURES 3
+/* Header blocks kept from the login's listing, at most this many bytes in all. */
+#define HEADS_MAX (4 * 1024 * 1024)
 
 struct msg {
 	char id[MC_ID_LEN + 1];
@@ -24,6 +26,8 @@ struct msg {
 	char body[MC_ID_LEN + 1];
 	uint64_t size;
 	int deleted;
+	int listed;      /* head (NULL: none) is the entry's, so RETR needs no lookup of it */
+	char *head;
 };
 
 struct pop3 {
@@ -39,6 +43,7 @@ struct pop3 {
 	time_t lock_renewed;
 	struct msg *msgs;
 	size_t nmsgs, cap;
+	size_t heads_bytes;        /* of the msgs' head copies */
 	unsigned auth_failures;
 	unsigned errors;
 	int quit;
@@ -47,6 +52,8 @@ struct pop3 {
 /* commands.c */
 void pop3_run(struct pop3 *p);
 void pop3_release(struct pop3 *p);
+/* Empties the message list (freeing the heads kept from the listing). */
+void pop3_forget_msgs(struct pop3 *p);
 
 /* retr.c: send message n (0-based); lines < 0 for RETR, else TOP n lines. */
 int pop3_send_message(struct pop3 *p, const struct msg *m, long lines);

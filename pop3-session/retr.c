@@ -69,7 +69,9 @@ pop3_send_message(struct pop3 *p, const struct msg *m, long lines)
 	struct stuffer s = { p->io, 0, 0, 1, lines, 0 };
 	unsigned char buf[16384];
 	size_t got;
-	enum mc_store_status st = mc_store_message_open(p->st, m->id, &r);
+	enum mc_store_status st = m->listed
+	    ? mc_store_entry_open(p->st, m->body, m->head, m->size, &r)
+	    : mc_store_message_open(p->st, m->id, &r);
 
 	if (st != MC_STORE_OK) {
 		mc_log(MC_LOG_ERR, "message %s: %s", m->id, mc_store_error(p->st));

@@ -369,16 +369,13 @@ test_body_layout(void **state)
 	mc_store_free(st);
 }
 
-/* A mailbox entry read through mc_store_message_open: its head, then the body. */
+/* Reads r to the end and closes it: head, then body. */
 static void
-assert_message(struct mc_store *st, const char *id, const char *head,
-    const unsigned char *body, size_t len)
+assert_read(struct mc_body_reader *r, const char *head, const unsigned char *body, size_t len)
 {
-	struct mc_body_reader *r;
 	size_t hl = strlen(head), total = 0, n;
 	unsigned char *got = malloc(hl + len + 1);
 
-	assert_int_equal(mc_store_message_open(st, id, &r), MC_STORE_OK);
 	do {
 		assert_int_equal(mc_store_body_read(r, got + total, hl + len + 1 - total, &n),
 		    MC_STORE_OK);
@@ -389,6 +386,35 @@ assert_message(struct mc_store *st, const char *id, const char *head,
 	assert_memory_equal(got, head, hl);
 	assert_memory_equal(got + hl, body, len);
 	free(got);
+}
+
+/* A mailbox entry read through mc_store_message_open: its head, then the body. */
+static void
+assert_message(struct mc_store *st, const char *id, const char *head,
+    const unsigned char *body, size_t len)
+{
+	struct mc_body_reader *r;
+
+	assert_int_equal(mc_store_message_open(st, id, &r), MC_STORE_OK);
+	assert_read(r, head, body, len);
+}
+
+static void
+check_head(void *ctx, const struct mc_message_info *m)
+{
+	assert_non_null(m->head);
+	assert_string_equal(m->head, (const char *)ctx);
+}
+
+/* An entry opened from its listing (mc_store_entry_open): head, then body. */
+static void
+assert_entry(struct mc_store *st, const struct mc_message_info *m, const char *head,
+    const unsigned char *body, size_t len)
+{
+	struct mc_body_reader *r;
+
+	assert_int_equal(mc_store_entry_open(st, m->body, head, m->size, &r), MC_STORE_OK);
+	assert_read(r, head, body, len);
 }
 
 /*
@@ -429,6 +455,11 @@ test_message_open(void **state)
 	for (size_t i = 0; i < nsizes; i++)
 		assert_message(st, ms.m[i].id, meta.head, data, sizes[i]);
 	assert_message(st, ms.m[nsizes].id, meta.head, data, 4500);
+	/* The listing gives each entry's head, and the entries open from it alone. */
+	assert_int_equal(mc_store_mailbox_list(st, box[0], check_head, (void *)meta.head),
+	    MC_STORE_OK);
+	for (size_t i = 0; i <= nsizes; i++)
+		assert_entry(st, &ms.m[i], meta.head, data, i < nsizes ? sizes[i] : 4500);
 
 	free(data);
 	mongoc_database_destroy(db);
