@@ -650,33 +650,23 @@ delete_ids(struct mc_store *st, const char *coll, const bson_value_t *ids, size_
 	return s;
 }
 
-enum mc_store_status
-mc_store_done_move(struct mc_store *st, const char (*ids)[MC_ID_LEN + 1], size_t n,
-    const char *owner, size_t *moved)
+/* Moves the done items among ids out of outbound (see mc_store_done_move). */
+static enum mc_store_status
+move_done(struct mc_store *st, const bson_oid_t *ids, size_t n, size_t *moved)
 {
 	bson_t *copies = calloc(n ? n : 1, sizeof(*copies));
-	bson_value_t *oids = calloc(n ? n : 1, sizeof(*oids));
-	bson_value_t *locks = calloc(n ? n : 1, sizeof(*locks));
-	char (*names)[64] = calloc(n ? n : 1, sizeof(*names));
-	size_t k = 0, nl = 0;
+	bson_value_t *done = calloc(n ? n : 1, sizeof(*done));
+	size_t k = 0;
 	enum mc_store_status s = MC_STORE_OK;
 
 	*moved = 0;
-	if (copies == NULL || oids == NULL || locks == NULL || names == NULL)
+	if (copies == NULL || done == NULL)
 		s = mc_store_seterr(st, MC_STORE_TEMP, "out of memory");
 	for (size_t i = 0; s == MC_STORE_OK && i < n; i++) {
-		bson_oid_t oid;
 		bson_t *doc;
 		bson_iter_t it;
 
-		if ((s = mc_store_oid(st, ids[i], &oid)) != MC_STORE_OK)
-			break;
-		snprintf(names[nl], sizeof(names[0]), "outbound:%s", ids[i]);
-		locks[nl].value_type = BSON_TYPE_UTF8;
-		locks[nl].value.v_utf8.str = names[nl];
-		locks[nl].value.v_utf8.len = (uint32_t)strlen(names[nl]);
-		nl++;
-		if ((s = find_by_id(st, "outbound", &oid, NULL, &doc)) == MC_STORE_NOTFOUND) {
+		if ((s = find_by_id(st, "outbound", &ids[i], NULL, &doc)) == MC_STORE_NOTFOUND) {
 			s = MC_STORE_OK;   /* moved already */
 			continue;
 		}
@@ -685,26 +675,40 @@ mc_store_done_move(struct mc_store *st, const char (*ids)[MC_ID_LEN + 1], size_t
 		if (bson_iter_init_find(&it, doc, "state") && BSON_ITER_HOLDS_UTF8(&it) &&
 		    strcmp(bson_iter_utf8(&it, NULL), "done") == 0) {
 			done_copy(doc, &copies[k]);
-			oids[k].value_type = BSON_TYPE_OID;
-			bson_oid_copy(&oid, &oids[k].value.v_oid);
+			done[k].value_type = BSON_TYPE_OID;
+			bson_oid_copy(&ids[i], &done[k].value.v_oid);
 			k++;
 		}
 		bson_destroy(doc);
 	}
 	/* outbound_done first: an item is always in one or the other (or both). */
 	if (s == MC_STORE_OK && k > 0 && (s = insert_done_copies(st, copies, k)) == MC_STORE_OK)
-		s = delete_ids(st, "outbound", oids, k, "state", "done",
+		s = delete_ids(st, "outbound", done, k, "state", "done",
 		    "removing the delivered items from the queue");
-	if (s == MC_STORE_OK && owner != NULL)
-		(void)delete_ids(st, "locks", locks, nl, "holder", owner, "releasing claims");
 	if (s == MC_STORE_OK)
 		*moved = k;
 	for (size_t i = 0; i < k; i++)
 		bson_destroy(&copies[i]);
 	free(copies);
+	free(done);
+	return s;
+}
+
+enum mc_store_status
+mc_store_done_move(struct mc_store *st, const char (*ids)[MC_ID_LEN + 1], size_t n,
+    size_t *moved)
+{
+	bson_oid_t *oids = calloc(n ? n : 1, sizeof(*oids));
+	enum mc_store_status s = MC_STORE_OK;
+
+	*moved = 0;
+	if (oids == NULL)
+		return mc_store_seterr(st, MC_STORE_TEMP, "out of memory");
+	for (size_t i = 0; s == MC_STORE_OK && i < n; i++)
+		s = mc_store_oid(st, ids[i], &oids[i]);
+	if (s == MC_STORE_OK)
+		s = move_done(st, oids, n, moved);
 	free(oids);
-	free(locks);
-	free(names);
 	return s;
 }
 
@@ -713,33 +717,25 @@ mc_store_done_sweep(struct mc_store *st, size_t max, size_t *moved)
 {
 	mongoc_collection_t *c = mc_store_coll(st, "outbound");
 	bson_t *f, *opts;
-	bson_oid_t *oids;
-	char (*ids)[MC_ID_LEN + 1];
+	bson_oid_t *ids;
 	size_t n = 0;
 	enum mc_store_status s;
 
 	*moved = 0;
 	if (c == NULL)
 		return MC_STORE_TEMP;
-	oids = calloc(max ? max : 1, sizeof(*oids));
-	ids = calloc(max ? max : 1, sizeof(*ids));
-	if (oids == NULL || ids == NULL) {
-		free(oids);
-		free(ids);
+	if ((ids = calloc(max ? max : 1, sizeof(*ids))) == NULL) {
 		mongoc_collection_destroy(c);
 		return mc_store_seterr(st, MC_STORE_TEMP, "out of memory");
 	}
 	f = BCON_NEW("state", BCON_UTF8("done"));
 	opts = BCON_NEW("projection", "{", "_id", BCON_INT32(1), "}", "limit",
 	    BCON_INT64((int64_t)max));
-	s = collect_ids(st, c, f, opts, oids, max, &n);
-	for (size_t i = 0; i < n; i++)
-		bson_oid_to_string(&oids[i], ids[i]);
+	s = collect_ids(st, c, f, opts, ids, max, &n);
 	if (s == MC_STORE_OK && n > 0)
-		s = mc_store_done_move(st, (const char (*)[MC_ID_LEN + 1])ids, n, NULL, moved);
+		s = move_done(st, ids, n, moved);
 	bson_destroy(opts);
 	bson_destroy(f);
-	free(oids);
 	free(ids);
 	mongoc_collection_destroy(c);
 	return s;

@@ -80,13 +80,12 @@ enum mc_store_status mc_store_item_settle(struct mc_store *st, const char *id);
 
 /*
  * Moves these done items from outbound to outbound_done (a copy without the
- * body), then releases owner's claims on them (owner NULL: none): one bulk
- * insert and two deletes for the lot. Ids not in outbound, or not done, are
- * left alone; *moved is how many moved. The bodies are the caller's to
- * release afterwards (mc_store_bodies_release).
+ * body): one bulk insert and one delete for the lot. Ids not in outbound, or
+ * not done, are left alone; *moved is how many moved. The bodies are the
+ * caller's to release afterwards (mc_store_bodies_release).
  */
 enum mc_store_status mc_store_done_move(struct mc_store *st, const char (*ids)[MC_ID_LEN + 1],
-    size_t n, const char *owner, size_t *moved);
+    size_t n, size_t *moved);
 
 /*
  * Moves items left done in outbound (by a worker that stopped between its

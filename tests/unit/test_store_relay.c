@@ -128,7 +128,7 @@ test_done_moves_out(void **state)
 	    MC_STORE_OK);
 	assert_int_equal(count("outbound", "{}"), 0);
 	/* Moving it again finds nothing to move. */
-	assert_int_equal(mc_store_done_move(st, (const char (*)[MC_ID_LEN + 1])&id, 1, "w1", &n),
+	assert_int_equal(mc_store_done_move(st, (const char (*)[MC_ID_LEN + 1])&id, 1, &n),
 	    MC_STORE_OK);
 	assert_int_equal(n, 0);
 	assert_int_equal(count("outbound_done", "{\"state\": \"done\", \"finished\": "
