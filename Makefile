@@ -193,7 +193,7 @@ $(BINDIR)/relay-worker: $(BUILD)/relay-worker/main.o $(LIBRELAY) $(LIBSTORE) $(L
 	$(CC) $(ALL_LDFLAGS) -o $@ $(BUILD)/relay-worker/main.o $(LIBRELAY) $(LIBSTORE) $(LIBCOMMON) \
 	    $(PKG_LIBS) $(AUTH_LIBS) $(SYSTEMD_LIBS)
 
-$(BUILD)/tests/%: tests/unit/%.c $(LIBRELAY) $(LIBSTORE) $(LIBCOMMON)
+$(BUILD)/tests/%: tests/unit/%.c $(wildcard tests/unit/*.h) $(LIBRELAY) $(LIBSTORE) $(LIBCOMMON)
 	@mkdir -p $(@D)
 	$(CC) $(ALL_CFLAGS) -Irelay-worker $(ALL_LDFLAGS) -o $@ $< $(LIBRELAY) $(LIBSTORE) $(LIBCOMMON) \
 	    $(PKG_LIBS) $(AUTH_LIBS) -lcmocka

@@ -23,6 +23,7 @@
 #include "password.h"
 #include "store.h"
 #include "store_int.h"
+#include "store_fixture.h"
 
 static struct mc_config cfg;
 static char dbname[64];
@@ -40,17 +41,13 @@ static int
 setup(void **state)
 {
 	const char *uri = getenv("MAILCELL_TEST_MONGODB_URI");
-	char text[512], err[256];
 
 	(void)state;
 	if (uri == NULL) {
 		fprintf(stderr, "test_store: set MAILCELL_TEST_MONGODB_URI (make check does)\n");
 		return -1;
 	}
-	snprintf(dbname, sizeof(dbname), "mc_unit_%ld_%ld", (long)getpid(), (long)time(NULL));
-	snprintf(text, sizeof(text), "mongodb_uri = %s\ndatabase = %s\nwrite_concern = 1\n"
-	    "db_timeout = 5\n", uri, dbname);
-	return mc_config_parse(&cfg, "test", text, err, sizeof(err));
+	return store_fixture_config(&cfg, uri, "", dbname, sizeof(dbname));
 }
 
 static int

@@ -18,6 +18,7 @@
 #include "config.h"
 #include "store.h"
 #include "store_auth.h"
+#include "store_fixture.h"
 
 static struct mc_config cfg;
 static int have_db;
@@ -26,7 +27,7 @@ static int
 setup(void **state)
 {
 	const char *uri = getenv("MAILCELL_TEST_MONGODB_URI");
-	char text[512], err[256], dbname[64];
+	char dbname[64];
 
 	(void)state;
 	if (uri == NULL) {
@@ -35,11 +36,7 @@ setup(void **state)
 		return 0;
 	}
 	have_db = 1;
-	snprintf(dbname, sizeof(dbname), "mc_unit_auth_%ld_%ld", (long)getpid(),
-	    (long)time(NULL));
-	snprintf(text, sizeof(text), "mongodb_uri = %s\ndatabase = %s\nwrite_concern = 1\n"
-	    "db_timeout = 5\n", uri, dbname);
-	return mc_config_parse(&cfg, "test", text, err, sizeof(err));
+	return store_fixture_config(&cfg, uri, "auth_", dbname, sizeof(dbname));
 }
 
 static int

@@ -21,6 +21,7 @@
 #include "config.h"
 #include "store.h"
 #include "store_relay.h"
+#include "store_fixture.h"
 
 static struct mc_config cfg;
 static char dbname[64];
@@ -29,17 +30,13 @@ static int
 setup(void **state)
 {
 	const char *uri = getenv("MAILCELL_TEST_MONGODB_URI");
-	char text[512], err[256];
 
 	(void)state;
 	if (uri == NULL) {
 		fprintf(stderr, "test_store_relay: set MAILCELL_TEST_MONGODB_URI (make check does)\n");
 		return -1;
 	}
-	snprintf(dbname, sizeof(dbname), "mc_unit_relay_%ld_%ld", (long)getpid(), (long)time(NULL));
-	snprintf(text, sizeof(text), "mongodb_uri = %s\ndatabase = %s\nwrite_concern = 1\n"
-	    "db_timeout = 5\n", uri, dbname);
-	return mc_config_parse(&cfg, "test", text, err, sizeof(err));
+	return store_fixture_config(&cfg, uri, "relay_", dbname, sizeof(dbname));
 }
 
 static int
